@@ -1,0 +1,145 @@
+"""Every OSPREY_* setting, read in this one place.
+
+Business code never reads os.environ; it asks for ``settings()``. The README's
+configuration table is generated from ``SETTINGS`` (``osprey config --markdown``),
+so this list is the single source of truth.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("OSPREY_DATA_DIR", "./var", "Root of all local state: one sub-folder per service, the local broker node, logs."),
+    Setting("OSPREY_HTTP_HOST", "127.0.0.1", "Address the gateway listens on."),
+    Setting("OSPREY_HTTP_PORT", "8080", "Port of the web UI and REST API."),
+    Setting("OSPREY_PUBLIC_URL", "", "URL people use to reach the gateway (printed at start; default http://HOST:PORT/)."),
+    Setting("OSPREY_AMQP_URI", "", "Broker URI. Empty: the local node started by `make run` (amqp://guest:guest@127.0.0.1:OSPREY_BROKER_PORT/)."),
+    Setting("OSPREY_BROKER_PORT", "5673", "AMQP port of the local RabbitMQ node `make run` starts (not 5672, so a system node can coexist)."),
+    Setting("OSPREY_START_BROKER", "1", "1: `osprey run` starts the local RabbitMQ node; 0: use OSPREY_AMQP_URI only."),
+    Setting("OSPREY_ADMIN_PASSWORD", "", "Password of the `admin` user when it is first created; empty: generated and printed once."),
+    Setting("OSPREY_SECRET_KEY", "", "Key signing session cookies; empty: generated once into DATA_DIR/gateway/secret_key."),
+    Setting("OSPREY_TICKET_TAG", "Osprey", "Tag in subjects, `[Osprey #42]`; mail whose subject carries it is added to ticket 42."),
+    Setting("OSPREY_DEFAULT_QUEUES", "general", "Comma-separated queues created on first start."),
+    Setting("OSPREY_TICKETS_DB_URL", "", "SQLAlchemy URL of the tickets database; empty: SQLite in DATA_DIR/tickets/tickets.db."),
+    Setting("OSPREY_INGEST_DB_URL", "", "SQLAlchemy URL of the intake ledger; empty: SQLite in DATA_DIR/ingest/ingest.db."),
+    Setting("OSPREY_RAW_STORE", "", "Folder of the content-addressed raw mail store; empty: DATA_DIR/ingest/raw."),
+    Setting("OSPREY_MAX_MAIL_BYTES", str(100 * 1024 * 1024), "Largest mail osprey-mailgate accepts (bytes); larger mail is refused with exit 69 so the MTA bounces it to its sender."),
+    Setting("OSPREY_MAX_BODY_CHARS", str(1024 * 1024), "Body text kept per article for display and search; the raw original always stays whole."),
+    Setting("OSPREY_MAILGATE_TIMEOUT", "30", "Seconds osprey-mailgate waits for the broker's confirm before exiting 75 (EX_TEMPFAIL)."),
+    Setting("OSPREY_RPC_TIMEOUT", "30", "Seconds the gateway and CLI wait for a service's RPC reply."),
+    Setting("OSPREY_GATEWAY_RPC_THREADS", "16", "Threads (each with its own RPC connection) the gateway uses to call services."),
+    Setting("OSPREY_TOKEN_DAYS", "90", "Lifetime of API tokens created without an explicit expiry."),
+    Setting("OSPREY_SESSION_HOURS", "12", "Lifetime of a web login session."),
+    Setting("OSPREY_LOG_LEVEL", "INFO", "Log level of every process."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def get(name: str) -> str:
+    """The raw value of a setting (environment, else its default)."""
+    return os.environ.get(name, _BY_NAME[name].default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    http_host: str
+    http_port: int
+    public_url: str
+    amqp_uri: str
+    broker_port: int
+    start_broker: bool
+    admin_password: str
+    secret_key: str
+    ticket_tag: str
+    default_queues: tuple[str, ...]
+    tickets_db_url: str
+    ingest_db_url: str
+    raw_store: Path
+    max_mail_bytes: int
+    max_body_chars: int
+    mailgate_timeout: float
+    rpc_timeout: float
+    gateway_rpc_threads: int
+    token_days: int
+    session_hours: int
+    log_level: str
+
+    def service_dir(self, name: str) -> Path:
+        path = self.data_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _sqlite_url(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def settings() -> Settings:
+    data_dir = Path(get("OSPREY_DATA_DIR")).resolve()
+    host = get("OSPREY_HTTP_HOST")
+    port = int(get("OSPREY_HTTP_PORT"))
+    broker_port = int(get("OSPREY_BROKER_PORT"))
+    return Settings(
+        data_dir=data_dir,
+        http_host=host,
+        http_port=port,
+        public_url=get("OSPREY_PUBLIC_URL") or f"http://{host}:{port}/",
+        amqp_uri=get("OSPREY_AMQP_URI") or f"amqp://guest:guest@127.0.0.1:{broker_port}/",
+        broker_port=broker_port,
+        start_broker=get("OSPREY_START_BROKER") not in ("0", "false", "no", ""),
+        admin_password=get("OSPREY_ADMIN_PASSWORD"),
+        secret_key=get("OSPREY_SECRET_KEY"),
+        ticket_tag=get("OSPREY_TICKET_TAG"),
+        default_queues=tuple(q.strip() for q in get("OSPREY_DEFAULT_QUEUES").split(",") if q.strip()),
+        tickets_db_url=get("OSPREY_TICKETS_DB_URL") or _sqlite_url(data_dir / "tickets" / "tickets.db"),
+        ingest_db_url=get("OSPREY_INGEST_DB_URL") or _sqlite_url(data_dir / "ingest" / "ingest.db"),
+        raw_store=Path(get("OSPREY_RAW_STORE") or data_dir / "ingest" / "raw"),
+        max_mail_bytes=int(get("OSPREY_MAX_MAIL_BYTES")),
+        max_body_chars=int(get("OSPREY_MAX_BODY_CHARS")),
+        mailgate_timeout=float(get("OSPREY_MAILGATE_TIMEOUT")),
+        rpc_timeout=float(get("OSPREY_RPC_TIMEOUT")),
+        gateway_rpc_threads=int(get("OSPREY_GATEWAY_RPC_THREADS")),
+        token_days=int(get("OSPREY_TOKEN_DAYS")),
+        session_hours=int(get("OSPREY_SESSION_HOURS")),
+        log_level=get("OSPREY_LOG_LEVEL"),
+    )
+
+
+def markdown_table() -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default else "(empty)"
+        rows.append(f"| `{s.name}` | {default} | {s.help} |")
+    return "\n".join(rows)
+
+
+def nameko_config(s: Settings | None = None) -> dict:
+    """The nameko container config every service and RPC client uses."""
+    s = s or settings()
+    return {
+        "AMQP_URI": s.amqp_uri,
+        "serializer": "json",
+        "max_workers": 10,
+        "parent_calls_tracked": 10,
+        "LOGGING": {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+            "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+            "root": {"level": s.log_level, "handlers": ["console"]},
+            "loggers": {"kombu": {"level": "WARNING"}, "amqp": {"level": "WARNING"}},
+        },
+    }

@@ -1,0 +1,114 @@
+"""osprey-mailgate: the MTA pipe. Reads one mail on stdin and hands it to the bus.
+
+Exit status is the contract with the MTA (sysexits.h, as rt-mailgate):
+  0   delivered: the broker confirmed a persistent message on the intake queue
+  75  EX_TEMPFAIL: broker down, refused, or slower than --timeout; the MTA retries
+      (a retry is harmless: the same bytes for the same queue are one delivery)
+  65  EX_DATAERR: stdin was empty; there is nothing to deliver
+  69  EX_UNAVAILABLE: the mail is larger than OSPREY_MAX_MAIL_BYTES; the MTA
+      bounces it, so its sender learns it was not taken
+  64  EX_USAGE: bad command line
+Messages go to stderr as plain text (an enhanced status code at the start of the
+output would override the exit status in Postfix).
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from datetime import datetime, timezone
+
+EX_OK, EX_USAGE, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL = 0, 64, 65, 69, 75
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(_signum, _frame):
+    raise _Timeout()
+
+
+def publish(raw: bytes, queue: str, action: str, source: str, amqp_uri: str, timeout: float) -> None:
+    """Publish ``raw`` persistently to the intake queue and wait for the broker's confirm.
+    Raises on any failure; the caller maps that to EX_TEMPFAIL."""
+    import pika
+
+    from osprey import contracts
+
+    params = pika.URLParameters(amqp_uri)
+    params.socket_timeout = timeout
+    params.stack_timeout = timeout
+    params.blocked_connection_timeout = timeout
+    params.connection_attempts = 1
+    conn = pika.BlockingConnection(params)
+    try:
+        channel = conn.channel()
+        channel.confirm_delivery()
+        channel.queue_declare(queue=contracts.INTAKE_QUEUE, durable=True)
+        props = pika.BasicProperties(
+            delivery_mode=pika.DeliveryMode.Persistent,
+            content_type=contracts.INTAKE_CONTENT_TYPE,
+            content_encoding=contracts.INTAKE_CONTENT_ENCODING,
+            headers={
+                contracts.H_QUEUE: queue,
+                contracts.H_ACTION: action,
+                contracts.H_SOURCE: source,
+                contracts.H_SHA256: contracts.sha256_hex(raw),
+                contracts.H_RECEIVED: datetime.now(timezone.utc).isoformat(),
+            },
+        )
+        # mandatory + confirms: returns only when the broker took responsibility;
+        # raises UnroutableError / NackError otherwise
+        channel.basic_publish(exchange="", routing_key=contracts.INTAKE_QUEUE, body=raw,
+                              properties=props, mandatory=True)
+    finally:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    from osprey.config import settings
+
+    s = settings()
+    parser = argparse.ArgumentParser(prog="osprey-mailgate", description="Deliver one mail from stdin to Osprey.")
+    parser.add_argument("--queue", default="general", help="target queue (default: general)")
+    parser.add_argument("--action", default="correspond", choices=["correspond", "comment"],
+                        help="correspond (a message to or from the requestor) or comment (staff-only)")
+    parser.add_argument("--timeout", type=float, default=s.mailgate_timeout,
+                        help=f"seconds to wait for the broker before exiting 75 (default {s.mailgate_timeout:g})")
+    parser.add_argument("--amqp-uri", default=s.amqp_uri, help="broker URI (default: OSPREY_AMQP_URI)")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EX_USAGE if exc.code else EX_OK
+
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, args.timeout)
+    try:
+        raw = sys.stdin.buffer.read(s.max_mail_bytes + 1)
+        if not raw:
+            print("osprey-mailgate: empty input, nothing delivered", file=sys.stderr)
+            return EX_DATAERR
+        if len(raw) > s.max_mail_bytes:
+            print(f"osprey-mailgate: mail larger than {s.max_mail_bytes} bytes (OSPREY_MAX_MAIL_BYTES); "
+                  "not taken", file=sys.stderr)
+            return EX_UNAVAILABLE
+        publish(raw, args.queue, args.action, "mailgate", args.amqp_uri, args.timeout)
+    except _Timeout:
+        print(f"osprey-mailgate: broker did not confirm within {args.timeout:g}s; try again later",
+              file=sys.stderr)
+        return EX_TEMPFAIL
+    except Exception as exc:
+        print(f"osprey-mailgate: could not hand the mail to the broker ({type(exc).__name__}: {exc}); "
+              "try again later", file=sys.stderr)
+        return EX_TEMPFAIL
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The path of one mail through ingest, top to bottom.
+
+``receive`` makes the delivery durable (raw bytes + ledger row, committed); only
+after it returns is the broker message acknowledged. ``process`` then runs the
+steps in ``STEPS`` in order; a step that finds the mail unusable raises
+``Quarantine`` and the mail stays stored, visible, with the reason.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from nameko.exceptions import RemoteError
+
+from osprey import contracts
+
+from .models import Intake
+from .parse import ParsedMail, Unparseable, parse_mail
+from .rawstore import RawStore
+
+log = logging.getLogger(__name__)
+
+
+class Quarantine(Exception):
+    """Stop processing; keep the mail, show the reason."""
+
+
+@dataclass
+class Delivery:
+    """What arrived: the bytes and the envelope the sender put in AMQP headers."""
+    raw: bytes
+    queue: str
+    action: str
+    source: str
+
+    @classmethod
+    def from_headers(cls, raw: bytes, headers: dict) -> "Delivery":
+        def text(name, default):
+            value = (headers or {}).get(name, default)
+            return value.decode() if isinstance(value, bytes) else str(value)
+        return cls(raw=raw, queue=text(contracts.H_QUEUE, "general"),
+                   action=text(contracts.H_ACTION, "correspond"), source=text(contracts.H_SOURCE, "unknown"))
+
+
+@dataclass
+class Context:
+    intake: Intake
+    raw: bytes
+    tickets: object                         # RPC proxy to the tickets service
+    ticket_tag: str
+    max_body_chars: int
+    mail: ParsedMail | None = None
+    ticket_hint: int | None = None
+    result: dict = field(default_factory=dict)
+
+
+def receive(session, store: RawStore, delivery: Delivery) -> tuple[Intake, bool]:
+    """Store the bytes and record the delivery; commit. Returns (intake, is_new).
+    A repeated delivery (same bytes, queue, action) only counts up ``deliveries``."""
+    sha256 = store.put(delivery.raw)
+    key = contracts.intake_id(sha256, delivery.queue, delivery.action)
+    intake = session.get(Intake, key)
+    if intake is not None:
+        intake.deliveries += 1
+        session.commit()
+        return intake, False
+    problem = None
+    if delivery.action not in contracts.ACTIONS:
+        problem = f"unknown action {delivery.action!r} (expected one of {', '.join(contracts.ACTIONS)})"
+    intake = Intake(id=key, sha256=sha256, size=len(delivery.raw), queue=delivery.queue,
+                    action=delivery.action, source=delivery.source,
+                    status=contracts.INTAKE_QUARANTINED if problem else contracts.INTAKE_RECEIVED,
+                    reason=problem, deliveries=1)
+    session.add(intake)
+    session.commit()
+    return intake, True
+
+
+# --- the steps -----------------------------------------------------------------
+
+def parse(ctx: Context) -> None:
+    try:
+        ctx.mail = parse_mail(ctx.raw, ctx.max_body_chars)
+    except Unparseable as exc:
+        raise Quarantine(str(exc)) from exc
+    ctx.intake.message_id = ctx.mail.message_id
+    ctx.intake.subject = ctx.mail.subject[:1000]
+    ctx.intake.sender = ctx.mail.sender[:1000]
+
+
+def thread(ctx: Context) -> None:
+    """Follow-up detection: a ``[<tag> #N]`` subject tag names the ticket."""
+    rx = re.compile(r"\[\s*" + re.escape(ctx.ticket_tag) + r"\s*#\s*(\d+)\s*\]", re.IGNORECASE)
+    m = rx.search(ctx.mail.subject)
+    ctx.ticket_hint = int(m.group(1)) if m else None
+
+
+def deliver(ctx: Context) -> None:
+    payload = {
+        "schema": contracts.SCHEMA,
+        "intake_id": ctx.intake.id,
+        "queue": ctx.intake.queue,
+        "action": ctx.intake.action,
+        "source": ctx.intake.source,
+        "raw_sha256": ctx.intake.sha256,
+        "raw_size": ctx.intake.size,
+        "ticket_hint": ctx.ticket_hint,
+        **asdict(ctx.mail),
+    }
+    try:
+        ctx.result = ctx.tickets.add_mail(payload)
+    except RemoteError as exc:
+        # tickets refused this mail (e.g. unknown queue): data, not a crash
+        raise Quarantine(f"tickets refused it: {exc.exc_type}: {exc.value}") from exc
+
+
+STEPS: tuple[Callable[[Context], None], ...] = (parse, thread, deliver)
+
+
+def process(session, ctx: Context) -> Intake:
+    intake = ctx.intake
+    try:
+        for step in STEPS:
+            step(ctx)
+    except Quarantine as exc:
+        intake.status, intake.reason = contracts.INTAKE_QUARANTINED, str(exc)
+        log.warning("intake %s quarantined: %s", intake.id, exc)
+    else:
+        intake.status, intake.reason = contracts.INTAKE_DELIVERED, None
+        intake.ticket_id = ctx.result.get("ticket_id")
+        intake.article_id = ctx.result.get("article_id")
+    session.commit()
+    return intake

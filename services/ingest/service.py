@@ -1,0 +1,87 @@
+"""services/ingest: raw store, intake ledger, quarantine; the path of a mail in."""
+from __future__ import annotations
+
+import logging
+
+from nameko.rpc import RpcProxy, rpc
+from sqlalchemy import select
+
+from osprey import contracts
+from osprey.config import settings
+from osprey.db import Database
+
+from . import pipeline
+from .dependencies import RawBlobs
+from .entrypoints import intake
+from .exceptions import BadRequest, NotFound
+from .models import Base, Intake
+from .parse import get_part
+from .rawstore import BlobNotFound
+
+log = logging.getLogger(__name__)
+
+
+class IngestService:
+    name = contracts.INGEST
+
+    db = Database(Base, url=lambda: settings().ingest_db_url)
+    store = RawBlobs()
+    tickets = RpcProxy(contracts.TICKETS)
+
+    @intake
+    def handle_intake(self, body, headers):
+        if not isinstance(body, (bytes, bytearray)):
+            body = str(body).encode("utf-8", "surrogateescape")
+        delivery = pipeline.Delivery.from_headers(bytes(body), headers)
+        with self.db.get_session() as session:
+            intake_row, _new = pipeline.receive(session, self.store, delivery)
+            if intake_row.status != contracts.INTAKE_RECEIVED:
+                return intake_row.as_dict()  # already delivered or quarantined
+            s = settings()
+            ctx = pipeline.Context(intake=intake_row, raw=delivery.raw, tickets=self.tickets,
+                                   ticket_tag=s.ticket_tag, max_body_chars=s.max_body_chars)
+            return pipeline.process(session, ctx).as_dict()
+
+    @rpc
+    def ping(self):
+        return {"service": self.name, "ok": True}
+
+    @rpc
+    def intake_status(self, sha256):
+        """Every delivery of these bytes and what became of it."""
+        sha256 = (sha256 or "").lower()
+        with self.db.get_session() as session:
+            rows = session.scalars(select(Intake).where(Intake.sha256 == sha256)
+                                   .order_by(Intake.received_at)).all()
+            if not rows:
+                raise NotFound(f"no mail with sha256 {sha256} was delivered")
+            return {"sha256": sha256, "size": rows[0].size, "stored": self.store.exists(sha256),
+                    "intakes": [r.as_dict() for r in rows]}
+
+    @rpc
+    def list_intake(self, status=None, limit=100, offset=0):
+        with self.db.get_session() as session:
+            q = select(Intake).order_by(Intake.received_at.desc()).limit(min(int(limit), 1000)).offset(int(offset))
+            if status:
+                if status not in contracts.INTAKE_STATES:
+                    raise BadRequest(f"unknown status {status!r}")
+                q = q.where(Intake.status == status)
+            return [r.as_dict() for r in session.scalars(q)]
+
+    @rpc
+    def get_raw(self, sha256):
+        """The exact stored bytes, base64."""
+        try:
+            return {"sha256": sha256, "data": contracts.b64(self.store.get(sha256))}
+        except BlobNotFound:
+            raise NotFound(f"no raw mail {sha256}") from None
+
+    @rpc
+    def get_part(self, sha256, part):
+        """One leaf part of a stored mail, decoded (an attachment's bytes), base64."""
+        try:
+            found = get_part(self.store.get(sha256), str(part))
+        except (BlobNotFound, KeyError):
+            raise NotFound(f"no part {part} in raw mail {sha256}") from None
+        return {"part": found.part, "content_type": found.content_type, "filename": found.filename,
+                "data": contracts.b64(found.payload)}

@@ -1,0 +1,162 @@
+"""Tickets and articles: every change is one transaction of row + audit entry +
+outbox event, so an event exists if and only if its change was committed."""
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+
+from osprey import contracts
+
+from . import search
+from .exceptions import NotFound, UnknownQueue
+from .models import Article, Attachment, AuditEntry, OutboxEvent, Queue, Ticket, iso, utcnow
+
+SYSTEM = "system"
+
+
+def audit(session, ticket_id: int | None, actor: str, action: str, **detail) -> None:
+    session.add(AuditEntry(ticket_id=ticket_id, actor=actor, action=action, detail=detail))
+
+
+def emit(session, event_type: str, **payload) -> None:
+    event_id = str(uuid.uuid4())
+    session.add(OutboxEvent(id=event_id, event_type=event_type,
+                            payload={"schema": contracts.SCHEMA, "event_id": event_id, **payload}))
+
+
+def ensure_queues(session, names) -> None:
+    for name in names:
+        if session.scalars(select(Queue).where(Queue.name == name)).first() is None:
+            session.add(Queue(name=name))
+            audit(session, None, SYSTEM, "queue_created", queue=name)
+
+
+def queue_by_name(session, name: str) -> Queue:
+    queue = session.scalars(select(Queue).where(Queue.name == name)).first()
+    if queue is None:
+        raise UnknownQueue(f"no queue named {name!r}")
+    return queue
+
+
+def add_mail(session, mail: dict) -> dict:
+    """Make an article of one delivered mail: on the ticket its subject tag names,
+    else on a new ticket in its queue. The intake id is the idempotency key: the
+    same delivery applied twice returns the first result with duplicate=True."""
+    existing = session.scalars(select(Article).where(Article.intake_id == mail["intake_id"])).first()
+    if existing is not None:
+        return {"ticket_id": existing.ticket_id, "article_id": existing.id, "created_ticket": False,
+                "duplicate": True}
+    ticket = None
+    if mail.get("ticket_hint"):
+        ticket = session.get(Ticket, int(mail["ticket_hint"]))
+    created = ticket is None
+    if created:
+        queue = queue_by_name(session, mail["queue"])
+        ticket = Ticket(queue_id=queue.id, subject=(mail.get("subject") or "(no subject)")[:1000],
+                        state="new", requestor=mail.get("sender_address") or mail.get("sender") or "")
+        session.add(ticket)
+        session.flush()
+        audit(session, ticket.id, SYSTEM, "ticket_created", via=mail.get("source"), intake_id=mail["intake_id"])
+    article = Article(
+        ticket_id=ticket.id, intake_id=mail["intake_id"], direction="in", action=mail.get("action", "correspond"),
+        raw_sha256=mail.get("raw_sha256"), raw_size=mail.get("raw_size"), message_id=mail.get("message_id"),
+        sender=mail.get("sender") or "", recipients={"to": mail.get("to", []), "cc": mail.get("cc", [])},
+        subject=mail.get("subject") or "", date=mail.get("date"), body_text=mail.get("body_text") or "",
+        body_html=mail.get("body_html"), body_truncated=bool(mail.get("body_truncated")),
+    )
+    session.add(article)
+    session.flush()
+    for att in mail.get("attachments", []):
+        session.add(Attachment(article_id=article.id, part=att["part"], filename=att["filename"],
+                               content_type=att["content_type"], size=att["size"], sha256=att["sha256"]))
+    search.index_article(session, article)
+    ticket.updated = utcnow()
+    audit(session, ticket.id, SYSTEM, "article_added", article_id=article.id, intake_id=mail["intake_id"])
+    if created:
+        emit(session, contracts.EV_TICKET_CREATED, ticket_id=ticket.id, queue=mail["queue"],
+             subject=ticket.subject)
+    emit(session, contracts.EV_ARTICLE_ADDED, ticket_id=ticket.id, article_id=article.id,
+         raw_sha256=article.raw_sha256)
+    return {"ticket_id": ticket.id, "article_id": article.id, "created_ticket": created, "duplicate": False}
+
+
+def ticket_dict(ticket: Ticket, articles: int | None = None) -> dict:
+    out = {"id": ticket.id, "queue": ticket.queue.name, "subject": ticket.subject, "state": ticket.state,
+           "requestor": ticket.requestor, "created": iso(ticket.created), "updated": iso(ticket.updated)}
+    if articles is not None:
+        out["articles"] = articles
+    return out
+
+
+def article_dict(article: Article) -> dict:
+    return {
+        "id": article.id, "ticket_id": article.ticket_id, "direction": article.direction,
+        "action": article.action, "message_id": article.message_id, "from": article.sender,
+        "to": article.recipients.get("to", []), "cc": article.recipients.get("cc", []),
+        "subject": article.subject, "date": article.date, "created": iso(article.created),
+        "body_text": article.body_text, "body_html": article.body_html,
+        "body_truncated": article.body_truncated, "raw_sha256": article.raw_sha256,
+        "raw_size": article.raw_size, "intake_id": article.intake_id,
+        "attachments": [{"id": a.id, "part": a.part, "filename": a.filename, "content_type": a.content_type,
+                         "size": a.size, "sha256": a.sha256} for a in article.attachments],
+    }
+
+
+def get_ticket(session, ticket_id: int) -> Ticket:
+    ticket = session.get(Ticket, int(ticket_id))
+    if ticket is None:
+        raise NotFound(f"no ticket #{ticket_id}")
+    return ticket
+
+
+def get_article(session, article_id: int) -> Article:
+    article = session.get(Article, int(article_id))
+    if article is None:
+        raise NotFound(f"no article {article_id}")
+    return article
+
+
+def list_tickets(session, queue: str | None, state: str | None, limit: int, offset: int) -> dict:
+    q = select(Ticket)
+    if queue:
+        q = q.where(Ticket.queue_id == queue_by_name(session, queue).id)
+    if state:
+        q = q.where(Ticket.state == state)
+    total = session.scalar(select(func.count()).select_from(q.subquery()))
+    rows = session.scalars(q.order_by(Ticket.id.desc()).limit(limit).offset(offset)).all()
+    return {"total": total, "limit": limit, "offset": offset, "tickets": [ticket_dict(t) for t in rows]}
+
+
+def queue_counts(session) -> list[dict]:
+    counts: dict[int, dict[str, int]] = {}
+    for queue_id, state, n in session.execute(
+            select(Ticket.queue_id, Ticket.state, func.count()).group_by(Ticket.queue_id, Ticket.state)):
+        counts.setdefault(queue_id, {})[state] = n
+    return [{"id": q.id, "name": q.name, "description": q.description, "counts": counts.get(q.id, {}),
+             "total": sum(counts.get(q.id, {}).values())}
+            for q in session.scalars(select(Queue).order_by(Queue.name))]
+
+
+def search_tickets(session, q: str, limit: int) -> list[dict]:
+    hits = search.search_articles(session, q, limit=limit * 5)
+    seen: dict[int, dict] = {}
+    for hit in hits:
+        if hit["ticket_id"] in seen:
+            continue
+        ticket = session.get(Ticket, hit["ticket_id"])
+        seen[hit["ticket_id"]] = {**ticket_dict(ticket), "article_id": hit["article_id"], "snippet": hit["snippet"]}
+        if len(seen) >= limit:
+            break
+    return list(seen.values())
+
+
+def history(session, ticket_id: int) -> list[dict]:
+    rows = session.scalars(select(AuditEntry).where(AuditEntry.ticket_id == ticket_id).order_by(AuditEntry.id))
+    return [{"id": r.id, "actor": r.actor, "action": r.action, "detail": r.detail, "created": iso(r.created)}
+            for r in rows]
+
+
+def pending_events(session, limit: int = 100) -> list[OutboxEvent]:
+    return session.scalars(select(OutboxEvent).where(OutboxEvent.published.is_(None))
+                           .order_by(OutboxEvent.created, OutboxEvent.id).limit(limit)).all()

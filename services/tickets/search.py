@@ -1,0 +1,107 @@
+"""The embedded search index, kept in the tickets database and written in the same
+transaction as the article (so it is never behind the truth).
+
+Text: an SQLite FTS5 table over subject and body. IPs: ``article_ip`` rows holding
+16-byte keys (contracts.ip_key), so an address, CIDR or range is one indexed BETWEEN.
+
+The query language here is the first part of the one the search issue specifies:
+words (all must match), "exact phrases", and IP expressions (address, CIDR, a-b).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+from osprey import contracts
+
+from .exceptions import BadRequest
+from .models import ArticleIP
+
+FTS_DDL = ("CREATE VIRTUAL TABLE IF NOT EXISTS article_fts USING fts5("
+           "subject, body, tokenize = 'unicode61 remove_diacritics 2')")
+
+
+def create_index(engine: Engine) -> None:
+    if engine.dialect.name != "sqlite":
+        raise RuntimeError("the embedded search index needs SQLite (FTS5); "
+                           "PostgreSQL deployments use the search issue's backends")
+    with engine.begin() as conn:
+        conn.execute(text(FTS_DDL))
+
+
+def index_article(session, article) -> None:
+    session.execute(text("INSERT INTO article_fts(rowid, subject, body) VALUES (:id, :s, :b)"),
+                    {"id": article.id, "s": article.subject or "", "b": article.body_text or ""})
+    for addr in contracts.find_ips(f"{article.subject}\n{article.body_text}"):
+        session.add(ArticleIP(article_id=article.id, ip=contracts.ip_key(addr)))
+
+
+@dataclass
+class Query:
+    terms: list[str] = field(default_factory=list)          # words and phrases, FTS-quoted
+    ip_ranges: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.terms and not self.ip_ranges
+
+
+def parse_query(q: str) -> Query:
+    query = Query()
+    i, n = 0, len(q)
+    while i < n:
+        if q[i].isspace():
+            i += 1
+            continue
+        if q[i] == '"':
+            end = q.find('"', i + 1)
+            if end < 0:
+                raise BadRequest(f"unclosed quote at position {i + 1}: {q[i:i + 20]!r}")
+            phrase = q[i + 1:end].strip()
+            if phrase:
+                query.terms.append('"' + phrase.replace('"', '""') + '"')
+            i = end + 1
+            continue
+        j = i
+        while j < n and not q[j].isspace() and q[j] != '"':
+            j += 1
+        word = q[i:j]
+        i = j
+        rng = contracts.parse_ip_range(word) if any(c in word for c in ".:") else None
+        if rng is not None:
+            query.ip_ranges.append(rng)
+        else:
+            query.terms.append('"' + word.replace('"', '""') + '"')
+    return query
+
+
+def search_articles(session, q: str, limit: int = 50) -> list[dict]:
+    """Matching articles, best first: [{article_id, ticket_id, snippet}]."""
+    query = parse_query(q)
+    if query.empty:
+        return []
+    params: dict = {"limit": limit}
+    where, joins = [], []
+    for k, (low, high) in enumerate(query.ip_ranges):
+        where.append(f"EXISTS (SELECT 1 FROM article_ip ip{k} WHERE ip{k}.article_id = a.id "
+                     f"AND ip{k}.ip BETWEEN :lo{k} AND :hi{k})")
+        params[f"lo{k}"], params[f"hi{k}"] = low, high
+    if query.terms:
+        joins.append("JOIN article_fts f ON f.rowid = a.id")
+        where.append("article_fts MATCH :match")
+        params["match"] = " AND ".join(query.terms)
+        snippet = "snippet(article_fts, 1, '[[', ']]', ' … ', 12)"
+        order = "bm25(article_fts), a.id DESC"
+    else:
+        snippet = "substr(a.body_text, 1, 160)"
+        order = "a.id DESC"
+    sql = (f"SELECT a.id, a.ticket_id, {snippet} FROM article a {' '.join(joins)} "
+           f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT :limit")
+    try:
+        rows = session.execute(text(sql), params).all()
+    except OperationalError as exc:  # FTS5 syntax errors surface here
+        raise BadRequest(f"cannot search for {q!r}: {exc}") from exc
+    return [{"article_id": r[0], "ticket_id": r[1], "snippet": r[2]} for r in rows]
