@@ -6,7 +6,7 @@ own runner takes over: SIGTERM stops the service cleanly.
 """
 import warnings
 
-warnings.filterwarnings("ignore", message=".*Eventlet is deprecated.*")
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 import eventlet  # noqa: E402
 

@@ -168,7 +168,11 @@ def parse_mail(raw: bytes, max_body_chars: int) -> ParsedMail:
         if ctype == "text/html" and not is_attachment and body_html is None:
             body_html = part_text(part)
             continue
-        data = part_bytes(part)
+        try:
+            data = part_bytes(part)
+        except RecursionError as exc:  # message/rfc822 nested a few hundred deep: the
+            # parser copes, flattening the attached mail again exceeds the recursion limit
+            raise Unparseable(f"part {number} ({ctype}) is nested too deeply to extract") from exc
         attachments.append({
             "part": number,
             "filename": filename or _default_name(number, ctype),

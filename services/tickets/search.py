@@ -93,7 +93,7 @@ def search_articles(session, q: str, limit: int = 50) -> list[dict]:
         joins.append("JOIN article_fts f ON f.rowid = a.id")
         where.append("article_fts MATCH :match")
         params["match"] = " AND ".join(query.terms)
-        snippet = "snippet(article_fts, 1, '[[', ']]', ' … ', 12)"
+        snippet = "snippet(article_fts, 1, char(2), char(3), ' … ', 12)"
         order = "bm25(article_fts), a.id DESC"
     else:
         snippet = "substr(a.body_text, 1, 160)"

@@ -1,0 +1,313 @@
+"""osprey — the operator's command line.
+
+Talks to the services over the bus (OSPREY_AMQP_URI), like the gateway does; whoever
+can reach the broker is an operator. `osprey --help` and `osprey COMMAND --help`.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from osprey import config, contracts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _rpc():
+    from osprey.rpc import Rpc
+    return Rpc()
+
+
+def _print(data, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    elif isinstance(data, list):
+        for row in data:
+            print("  ".join(f"{k}={v}" for k, v in row.items()))
+    else:
+        for k, v in data.items():
+            print(f"{k}: {v}")
+
+
+def _call(rpc, service, method, *args):
+    from nameko.exceptions import RemoteError
+    from osprey.rpc import RpcUnavailable
+    try:
+        return rpc.call(service, method, *args)
+    except RemoteError as exc:
+        raise SystemExit(f"osprey: {exc.exc_type}: {exc.value}")
+    except RpcUnavailable as exc:
+        raise SystemExit(f"osprey: {exc} (is Osprey running? `osprey status`)")
+
+
+# --- running the system --------------------------------------------------------
+
+def local_node():
+    from osprey.broker import RabbitNode
+    s = config.settings()
+    port = s.broker_port
+    return RabbitNode(s.data_dir / "rabbitmq", port=port, name="osprey@localhost",
+                      dist_port=port + 20000 if port + 20000 < 65536 else port - 1,
+                      epmd_port=port + 10000 if port + 10000 < 65536 else port - 2)
+
+
+def cmd_broker_run(args) -> int:
+    """The local RabbitMQ node in the foreground (one line of the Procfile)."""
+    node = local_node()
+    proc = subprocess.Popen(node.command(), env=node.env())
+
+    def forward(signum, _frame):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = proc.wait()
+    node.kill_epmd()
+    return code
+
+
+def cmd_service_run(args) -> int:
+    os.execv(sys.executable, [sys.executable, "-m", "osprey.servicerunner", args.name])
+
+
+def cmd_gateway_run(args) -> int:
+    import uvicorn
+    s = config.settings()
+    uvicorn.run("gateway.app:app", host=s.http_host, port=s.http_port, log_level=s.log_level.lower(),
+                proxy_headers=False, access_log=False)
+    return 0
+
+
+def cmd_run(args) -> int:
+    """Everything under one supervisor (honcho): broker, five services, gateway."""
+    s = config.settings()
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    names = ["tickets", "ingest", "crypto", "enrich", "notify", "gateway"]
+    if s.start_broker:
+        names.insert(0, "broker")
+    print(f"Osprey: data in {s.data_dir}\n"
+          f"Osprey: web UI and API at {s.public_url}  (log in as 'admin'; the password is "
+          f"{'OSPREY_ADMIN_PASSWORD' if s.admin_password else 'printed below on first start'})\n"
+          f"Osprey: Ctrl-C stops everything; the data stays for the next start.", flush=True)
+    honcho = shutil.which("honcho", path=str(Path(sys.executable).parent)) or "honcho"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               PYTHONUNBUFFERED="1")
+    os.execve(honcho, [honcho, "-f", str(ROOT / "Procfile"), "-d", str(ROOT), "start", *names], env)
+
+
+def cmd_status(args) -> int:
+    from osprey.broker import amqp_reachable
+    from urllib.parse import urlparse
+    s = config.settings()
+    uri = urlparse(s.amqp_uri)
+    rows, ok = [], True
+    broker_ok = amqp_reachable(uri.port or 5672, uri.hostname or "127.0.0.1", timeout=2)
+    rows.append({"component": "broker", "ok": broker_ok, "detail": s.amqp_uri.split("@")[-1]})
+    ok &= broker_ok
+    if broker_ok:
+        from osprey.rpc import Rpc
+        rpc = Rpc(timeout=args.timeout)
+        for name in contracts.SERVICES:
+            try:
+                reply = rpc.call(name, "ping")
+                rows.append({"component": name, "ok": bool(reply.get("ok")),
+                             "detail": json.dumps({k: v for k, v in reply.items() if k not in ("ok", "service")})})
+                ok &= bool(reply.get("ok"))
+            except Exception as exc:
+                rows.append({"component": name, "ok": False, "detail": f"no answer ({type(exc).__name__})"})
+                ok = False
+        rpc.close()
+    if args.json:
+        print(json.dumps({"ok": ok, "components": rows}, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['component']:<8} {'up  ' if r['ok'] else 'DOWN'}  {r['detail']}")
+    return 0 if ok else 1
+
+
+# --- users and tokens ------------------------------------------------------------
+
+def _password(args) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise SystemExit("osprey: the passwords differ")
+    return first
+
+
+def cmd_user_list(args) -> int:
+    _print(_call(_rpc(), "tickets", "list_users"), args.json)
+    return 0
+
+
+def cmd_user_add(args) -> int:
+    password = None if args.no_password else _password(args)
+    _print(_call(_rpc(), "tickets", "create_user", args.username, password, args.admin), args.json)
+    return 0
+
+
+def cmd_user_passwd(args) -> int:
+    _print(_call(_rpc(), "tickets", "set_password", args.username, _password(args)), args.json)
+    return 0
+
+
+def cmd_user_disable(args) -> int:
+    _print(_call(_rpc(), "tickets", "set_disabled", args.username, True), args.json)
+    return 0
+
+
+def cmd_user_enable(args) -> int:
+    _print(_call(_rpc(), "tickets", "set_disabled", args.username, False), args.json)
+    return 0
+
+
+def cmd_token_create(args) -> int:
+    result = _call(_rpc(), "tickets", "create_token", args.user, args.days, args.name)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(result["token"])
+        print(f"(for {result['user']['username']}, expires {result['expires']}; shown once)", file=sys.stderr)
+    return 0
+
+
+# --- tickets, search, intake ------------------------------------------------------
+
+def cmd_search(args) -> int:
+    results = _call(_rpc(), "tickets", "search", args.as_user, " ".join(args.query), args.limit)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            snippet = (r.get("snippet") or "").replace("\x02", "").replace("\x03", "").replace("\n", " ")
+            print(f"#{r['id']:<6} {r['state']:<9} {r['queue']:<12} {r['subject']}\n        {snippet}")
+        print(f"{len(results)} ticket(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_ticket_show(args) -> int:
+    rpc = _rpc()
+    ticket = _call(rpc, "tickets", "get_ticket", args.as_user, args.id)
+    articles = _call(rpc, "tickets", "list_articles", args.as_user, args.id)
+    if args.json:
+        print(json.dumps({"ticket": ticket, "articles": articles}, indent=2))
+        return 0
+    print(f"#{ticket['id']} [{ticket['queue']}] {ticket['state']}: {ticket['subject']}")
+    for a in articles:
+        print(f"\n--- article {a['id']} from {a['from']} ({a['date'] or a['created']}) sha256 {a['raw_sha256']}")
+        print(a["body_text"])
+    return 0
+
+
+def cmd_tickets(args) -> int:
+    result = _call(_rpc(), "tickets", "list_tickets", args.as_user, args.queue, args.state, args.limit, 0)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for t in result["tickets"]:
+            print(f"#{t['id']:<6} {t['state']:<9} {t['queue']:<12} {t['subject']}")
+        print(f"{result['total']} ticket(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_intake(args) -> int:
+    _print(_call(_rpc(), "ingest", "intake_status", args.sha256.lower()), True)
+    return 0
+
+
+def cmd_quarantine(args) -> int:
+    rows = _call(_rpc(), "ingest", "list_intake", contracts.INTAKE_QUARANTINED, args.limit, 0)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['received_at'][:19]}  {r['sha256']}  {r['queue']}  {r['reason']}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    print(config.markdown_table())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="osprey", description="Osprey, the incident desk for CSIRTs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help_, parent=sub):
+        sp = parent.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=func)
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+        return sp
+
+    add("run", cmd_run, "start the broker, every service and the gateway (Ctrl-C stops them)")
+    add("status", cmd_status, "is the broker up, does every service answer").add_argument(
+        "--timeout", type=float, default=5.0)
+    add("config", cmd_config, "print every OSPREY_* setting as a Markdown table")
+
+    broker = sub.add_parser("broker", help="the local RabbitMQ node").add_subparsers(dest="sub", required=True)
+    add("run", cmd_broker_run, "run the local node in the foreground", broker)
+    service = sub.add_parser("service", help="one nameko service").add_subparsers(dest="sub", required=True)
+    add("run", cmd_service_run, "run one service in the foreground", service).add_argument(
+        "name", choices=contracts.SERVICES)
+    gateway = sub.add_parser("gateway", help="the web UI and REST API").add_subparsers(dest="sub", required=True)
+    add("run", cmd_gateway_run, "run the gateway in the foreground", gateway)
+
+    user = sub.add_parser("user", help="staff accounts").add_subparsers(dest="sub", required=True)
+    add("list", cmd_user_list, "list users", user)
+    for name, func, help_ in (("add", cmd_user_add, "create a user"),
+                              ("passwd", cmd_user_passwd, "set a user's password")):
+        sp = add(name, func, help_, user)
+        sp.add_argument("username")
+        sp.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+        if name == "add":
+            sp.add_argument("--admin", action="store_true", help="make the user an administrator")
+            sp.add_argument("--no-password", action="store_true", help="no password (API tokens only)")
+    add("disable", cmd_user_disable, "disable a user (logins and tokens stop working)", user).add_argument("username")
+    add("enable", cmd_user_enable, "enable a disabled user", user).add_argument("username")
+
+    token = sub.add_parser("token", help="API bearer tokens").add_subparsers(dest="sub", required=True)
+    sp = add("create", cmd_token_create, "create a token for a user (printed once)", token)
+    sp.add_argument("--user", required=True)
+    sp.add_argument("--days", type=int, default=None, help="lifetime (default OSPREY_TOKEN_DAYS)")
+    sp.add_argument("--name", default="cli", help="a label for the token")
+
+    for name, func, help_ in (("search", cmd_search, "search tickets (words, \"phrases\", IPs, CIDR, ranges)"),
+                              ("tickets", cmd_tickets, "list tickets, newest first"),
+                              ("ticket", cmd_ticket_show, "show one ticket and its articles")):
+        sp = add(name, func, help_)
+        sp.add_argument("--as", dest="as_user", default="admin", help="act as this user (default admin)")
+        if name == "search":
+            sp.add_argument("query", nargs="+")
+            sp.add_argument("--limit", type=int, default=50)
+        elif name == "tickets":
+            sp.add_argument("--queue")
+            sp.add_argument("--state")
+            sp.add_argument("--limit", type=int, default=50)
+        else:
+            sp.add_argument("id", type=int)
+
+    add("intake", cmd_intake, "what became of a delivered mail, by its sha256").add_argument("sha256")
+    add("quarantine", cmd_quarantine, "list quarantined mail with the reasons").add_argument(
+        "--limit", type=int, default=100)
+    return p
+
+
+def main(argv=None) -> int:
+    import warnings
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The gateway: staff UI, REST API, health. Talks to services by RPC only."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+from pathlib import Path
+
+from nameko.exceptions import RemoteError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Mount, Route
+from starlette.schemas import SchemaGenerator
+from starlette.staticfiles import StaticFiles
+
+from osprey.config import settings
+from osprey.rpc import AsyncRpc, Rpc, RpcUnavailable
+
+from . import api, errors, pages
+from .security import AccessControl
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+
+api_routes = [
+    Route("/tokens", api.create_token, methods=["POST"]),
+    Route("/tickets", api.list_tickets),
+    Route("/tickets/{ticket_id:int}", api.get_ticket),
+    Route("/tickets/{ticket_id:int}/articles", api.list_articles),
+    Route("/articles/{article_id:int}/raw", api.article_raw),
+    Route("/attachments/{attachment_id:int}", api.attachment),
+    Route("/search", api.search),
+    Route("/queues", api.list_queues),
+    Route("/intake", api.list_intake),
+    Route("/intake/{sha256}", api.intake_status),
+    Route("/healthz", api.healthz),
+    Route("/readyz", api.readyz),
+    Route("/openapi.json", api.openapi, include_in_schema=False),
+]
+
+routes = [
+    Route("/", pages.home),
+    Route("/login", pages.login_form, methods=["GET"]),
+    Route("/login", pages.login, methods=["POST"]),
+    Route("/logout", pages.logout, methods=["POST"]),
+    Route("/tickets/{ticket_id:int}", pages.ticket),
+    Route("/articles/{article_id:int}/raw", pages.raw_article),
+    Route("/attachments/{attachment_id:int}", pages.attachment),
+    Route("/search", pages.search),
+    Route("/intake", pages.intake_log),
+    Route("/intake/{sha256}", pages.intake_detail),
+    Route("/healthz", api.healthz, include_in_schema=False),
+    Route("/readyz", api.readyz, include_in_schema=False),
+    Mount("/api/v1", routes=api_routes),
+    Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+]
+
+schemas = SchemaGenerator({
+    "openapi": "3.0.3",
+    "info": {"title": "Osprey API", "version": "1"},
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "security": [{"bearer": []}],
+})
+
+
+def secret_key() -> str:
+    s = settings()
+    if s.secret_key:
+        return s.secret_key
+    path = s.service_dir("gateway") / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+async def remote_error(request: Request, exc: Exception):
+    status = errors.http_status(exc)
+    if status >= 500:
+        log.exception("request %s failed", request.url.path, exc_info=exc)
+    detail = errors.message(exc)
+    if _wants_json(request):
+        return JSONResponse({"error": {400: "bad request", 403: "forbidden", 404: "not found", 409: "conflict",
+                                       503: "unavailable"}.get(status, "error"), "detail": detail},
+                            status_code=status)
+    if not hasattr(request.state, "user"):
+        request.state.user = None
+    return pages.render(request, "error.html", status_code=status, status=status, detail=detail)
+
+
+async def api_error(request: Request, exc: api.ApiError):
+    return JSONResponse({"error": "bad request", "detail": exc.detail}, status_code=exc.status)
+
+
+async def not_found(request: Request, exc: Exception):
+    if _wants_json(request):
+        return JSONResponse({"error": "not found", "detail": request.url.path}, status_code=404)
+    return PlainTextResponse("not found", status_code=404)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette):
+    s = settings()
+    app.state.rpc = AsyncRpc(Rpc(), s.gateway_rpc_threads)
+    app.state.health_rpc = AsyncRpc(Rpc(timeout=3), 5)
+    spec = schemas.get_schema(routes=routes)
+    app.state.openapi_json = json.dumps(spec, indent=1).encode()
+    log.warning("Osprey gateway at %s", s.public_url)
+    try:
+        yield
+    finally:
+        app.state.rpc.close()
+        app.state.health_rpc.close()
+
+
+def create_app() -> Starlette:
+    s = settings()
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(SessionMiddleware, secret_key=secret_key(), session_cookie="osprey_session",
+                       max_age=s.session_hours * 3600, same_site="strict",
+                       https_only=s.public_url.startswith("https:")),
+            Middleware(AccessControl),
+        ],
+        exception_handlers={RemoteError: remote_error, RpcUnavailable: remote_error,
+                            api.ApiError: api_error, 404: not_found},
+        lifespan=lifespan,
+    )
+
+
+app = create_app()
