@@ -1,0 +1,139 @@
+"""A complete Osprey on this machine, for integration tests and benchmarks.
+
+``Stack`` starts a throwaway RabbitMQ node (osprey.broker), every service as its own
+process (``python -m osprey.servicerunner NAME``, exactly what `make run` runs) and
+the gateway, all with their state under one folder and on free loopback ports.
+Nothing here is a fake: it is the real system, started small.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from . import contracts
+from .broker import RabbitNode, free_port
+
+BIN = Path(sys.executable).parent
+
+
+class StackError(RuntimeError):
+    pass
+
+
+class Stack:
+    def __init__(self, base: Path, admin_password: str = "admin-test-pw", env: dict | None = None):
+        self.base = Path(base)
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.admin_password = admin_password
+        self.extra_env = env or {}
+        self.broker: RabbitNode | None = None
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.http_port = free_port()
+
+    # --- environment -------------------------------------------------------------
+    @property
+    def env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OSPREY_")}
+        env.update({
+            "OSPREY_DATA_DIR": str(self.base / "data"),
+            "OSPREY_AMQP_URI": self.broker.uri if self.broker else "",
+            "OSPREY_START_BROKER": "0",
+            "OSPREY_HTTP_HOST": "127.0.0.1",
+            "OSPREY_HTTP_PORT": str(self.http_port),
+            "OSPREY_ADMIN_PASSWORD": self.admin_password,
+            "OSPREY_RPC_TIMEOUT": "20",
+            "PYTHONUNBUFFERED": "1",
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        })
+        env.update(self.extra_env)
+        return env
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def log_path(self, name: str) -> Path:
+        return self.base / f"{name}.log"
+
+    # --- lifecycle ---------------------------------------------------------------
+    def start(self, timeout: float = 90) -> "Stack":
+        self.broker = RabbitNode(self.base / "rabbitmq")
+        with open(self.log_path("rabbitmq"), "ab") as log:
+            self.broker.start(timeout=timeout, log=log)
+        for name in contracts.SERVICES:
+            self.start_service(name)
+        self.start_gateway()
+        self.wait_ready(timeout)
+        return self
+
+    def start_service(self, name: str) -> None:
+        self._spawn(name, [sys.executable, "-m", "osprey.servicerunner", name])
+
+    def start_gateway(self) -> None:
+        self._spawn("gateway", [str(BIN / "osprey"), "gateway", "run"])
+
+    def _spawn(self, name: str, cmd: list[str]) -> None:
+        log = open(self.log_path(name), "ab")
+        self.procs[name] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        log.close()
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else None
+        os.killpg(proc.pid, sig)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait()
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            self.stop_process(name)
+        if self.broker is not None:
+            self.broker.stop()
+
+    def readyz(self) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except OSError as exc:
+            return 0, {"error": str(exc)}
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        status, body = 0, {}
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise StackError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
+            status, body = self.readyz()
+            if status == 200:
+                return
+            time.sleep(0.3)
+        raise StackError(f"not ready after {timeout}s: {status} {body}")
+
+    def tail(self, name: str, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path(name).read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    # --- using it ------------------------------------------------------------------
+    def mailgate(self, raw: bytes, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "osprey-mailgate"), *args], input=raw, env={**self.env, **(env or {})},
+                              capture_output=True, timeout=timeout)
+
+    def cli(self, *args: str, input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "osprey"), *args], input=input, env=self.env, capture_output=True,
+                              timeout=timeout)

@@ -1,0 +1,204 @@
+"""The MTA pipe against the real broker and services: exit codes, durability,
+idempotency, quarantine, byte-exact evidence."""
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+
+import pytest
+
+from osprey import contracts
+from tests.helpers import make_mail, wait_for
+
+
+def intake(api, raw: bytes, status=None) -> dict:
+    sha = hashlib.sha256(raw).hexdigest()
+
+    def done():
+        r = api.get(f"/intake/{sha}")
+        if r.status_code != 200:
+            return None
+        body = r.json()
+        states = {i["status"] for i in body["intakes"]}
+        if status is None and contracts.INTAKE_RECEIVED not in states:
+            return body
+        return body if status in states else None
+    return wait_for(done, timeout=60, what=f"intake {sha[:12]} {status or 'processed'}")
+
+
+def test_piped_mail_becomes_a_ticket_with_byte_exact_original(stack, api, marker):
+    raw = make_mail(f"Scan report {marker}", f"Host 198.51.100.23 probed us. {marker}\r\nBye")
+    proc = stack.mailgate(raw, "--queue", "general")
+    assert proc.returncode == 0, proc.stderr.decode()
+
+    info = intake(api, raw)
+    (record,) = info["intakes"]
+    assert record["status"] == "delivered"
+    assert record["queue"] == "general" and record["source"] == "mailgate" and record["deliveries"] == 1
+    ticket = api.get(f"/tickets/{record['ticket_id']}").json()
+    assert ticket["subject"] == f"Scan report {marker}"
+    assert ticket["queue"] == "general" and ticket["state"] == "new"
+    assert ticket["requestor"] == "reporter@example.net"
+    assert [h["action"] for h in ticket["history"]] == ["ticket_created", "article_added"]
+
+    (article,) = api.get(f"/tickets/{ticket['id']}/articles").json()
+    assert marker in article["body_text"]
+    assert article["raw_sha256"] == hashlib.sha256(raw).hexdigest()
+    raw_resp = api.get(f"/articles/{article['id']}/raw")
+    assert raw_resp.status_code == 200
+    assert raw_resp.content == raw                       # byte-exact, CRLF kept
+    assert raw_resp.headers["x-osprey-sha256"] == hashlib.sha256(raw).hexdigest()
+    assert raw_resp.headers["content-type"].startswith("message/rfc822")
+
+    hits = api.get("/search", params={"q": marker}).json()["results"]
+    assert [h["id"] for h in hits] == [ticket["id"]]
+    hits = api.get("/search", params={"q": "198.51.100.0/24"}).json()["results"]
+    assert ticket["id"] in [h["id"] for h in hits]
+
+
+def test_the_same_delivery_twice_makes_one_article(stack, api, marker):
+    raw = make_mail(f"Twice {marker}", f"delivered twice {marker}")
+    assert stack.mailgate(raw).returncode == 0
+    first = intake(api, raw)
+    assert stack.mailgate(raw).returncode == 0   # the MTA retried, e.g. after a timeout
+    info = wait_for(lambda: (lambda b: b if b["intakes"][0]["deliveries"] == 2 else None)(
+        api.get(f"/intake/{first['sha256']}").json()), what="second delivery counted")
+    (record,) = info["intakes"]
+    assert record["ticket_id"] == first["intakes"][0]["ticket_id"]
+    assert len(api.get(f"/tickets/{record['ticket_id']}/articles").json()) == 1
+    assert len(api.get("/search", params={"q": marker}).json()["results"]) == 1
+
+
+def test_subject_tag_adds_to_the_named_ticket(stack, api, marker):
+    raw = make_mail(f"Phishing {marker}", f"first {marker}")
+    assert stack.mailgate(raw).returncode == 0
+    tid = intake(api, raw)["intakes"][0]["ticket_id"]
+    reply = make_mail(f"AW: Re: [Osprey #{tid}] Phishing {marker}", f"the follow-up {marker}")
+    assert stack.mailgate(reply).returncode == 0
+    assert intake(api, reply)["intakes"][0]["ticket_id"] == tid
+    articles = api.get(f"/tickets/{tid}/articles").json()
+    assert [a["body_text"].strip() for a in articles] == [f"first {marker}", f"the follow-up {marker}"]
+
+
+def test_empty_input_exits_65_and_delivers_nothing(stack):
+    proc = stack.mailgate(b"")
+    assert proc.returncode == 65
+    assert b"empty input" in proc.stderr
+
+
+def test_a_non_mail_blob_is_kept_and_quarantined(stack, api):
+    blob = bytes(range(256)) * 64 + b"\x00not a mail"
+    assert stack.mailgate(blob).returncode == 0
+    info = intake(api, blob, status="quarantined")
+    (record,) = info["intakes"]
+    assert record["ticket_id"] is None
+    assert "not an RFC 5322 message" in record["reason"]
+    assert info["stored"] is True
+    quarantined = api.get("/intake", params={"status": "quarantined"}).json()
+    assert info["sha256"] in [r["sha256"] for r in quarantined]
+
+
+def test_mail_for_an_unknown_queue_is_quarantined_with_the_reason(stack, api, marker):
+    raw = make_mail(f"Lost {marker}", "for a queue that does not exist")
+    assert stack.mailgate(raw, "--queue", "no-such-queue").returncode == 0
+    (record,) = intake(api, raw, status="quarantined")["intakes"]
+    assert record["reason"] == "tickets refused it: UnknownQueue: no queue named 'no-such-queue'"
+
+
+def test_broker_down_exits_75(stack):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()   # nothing listens there now
+    proc = stack.mailgate(make_mail("x", "y"), env={"OSPREY_AMQP_URI": f"amqp://guest:guest@127.0.0.1:{port}/"})
+    assert proc.returncode == 75
+    assert b"try again later" in proc.stderr
+
+
+def test_broker_that_never_answers_exits_75_within_the_timeout(stack):
+    # a TCP peer that accepts and then says nothing: the broker "slow past a timeout"
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    port = server.getsockname()[1]
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        proc = stack.mailgate(make_mail("x", "y"), "--timeout", "2",
+                              env={"OSPREY_AMQP_URI": f"amqp://guest:guest@127.0.0.1:{port}/"}, timeout=30)
+        assert proc.returncode == 75
+    finally:
+        stop.set()
+        t.join()
+        for c in held:
+            c.close()
+        server.close()
+
+
+def test_mail_waits_in_the_broker_while_ingest_is_down(stack, api, marker):
+    """Durable before acknowledged: ingest stopped, the mail is still taken (exit 0)
+    and becomes a ticket once ingest is back."""
+    stack.stop_process("ingest")
+    try:
+        raw = make_mail(f"While down {marker}", f"ingest was down {marker}")
+        assert stack.mailgate(raw).returncode == 0
+    finally:
+        stack.start_service("ingest")
+    assert intake(api, raw)["intakes"][0]["status"] == "delivered"
+
+
+def test_a_killed_ingest_loses_nothing_and_duplicates_nothing(stack, api, marker):
+    """SIGKILL ingest while mails are in flight; after restart every mail is a ticket, once."""
+    mails = [make_mail(f"Burst {marker} {i}", f"burst {marker} n{i}") for i in range(30)]
+    for raw in mails[:15]:
+        assert stack.mailgate(raw).returncode == 0
+    stack.stop_process("ingest", sig=9)
+    for raw in mails[15:]:
+        assert stack.mailgate(raw).returncode == 0
+    stack.start_service("ingest")
+    for raw in mails:
+        assert intake(api, raw)["intakes"][0]["status"] == "delivered"
+    found = api.get("/search", params={"q": marker, "limit": 100}).json()["results"]
+    assert len(found) == 30
+    assert len({h["id"] for h in found}) == 30
+
+
+@pytest.mark.slow
+def test_a_50_mb_mail_is_delivered_whole(stack, api, marker):
+    import base64
+    payload = bytes((i * 7919) % 251 for i in range(37 * 1024 * 1024))   # 37 MiB → ~50 MB base64
+    b64 = base64.encodebytes(payload)
+    raw = (make_mail(f"Big {marker}", f"see attachment {marker}").replace(
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n", b"Content-Type: multipart/mixed; boundary=BOUND\r\n\r\n"
+        b"--BOUND\r\nContent-Type: text/plain\r\n\r\n") +
+        b"--BOUND\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"dump.bin\"\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + b64 + b"--BOUND--\r\n")
+    assert len(raw) > 50_000_000
+    proc = stack.mailgate(raw)
+    assert proc.returncode == 0, proc.stderr
+    (record,) = intake(api, raw)["intakes"]
+    assert record["status"] == "delivered"
+    (article,) = api.get(f"/tickets/{record['ticket_id']}/articles").json()
+    (att,) = article["attachments"]
+    assert att["filename"] == "dump.bin" and att["size"] == len(payload)
+    assert att["sha256"] == hashlib.sha256(payload).hexdigest()
+    got = api.get(f"/attachments/{att['id']}")
+    assert hashlib.sha256(got.content).hexdigest() == att["sha256"]
+    assert api.get(f"/articles/{article['id']}/raw").content == raw
+
+
+def test_a_mail_over_the_size_limit_exits_69(stack):
+    proc = stack.mailgate(make_mail("big", "x" * 5000), env={"OSPREY_MAX_MAIL_BYTES": "1000"})
+    assert proc.returncode == 69
+    assert b"larger than 1000 bytes" in proc.stderr
