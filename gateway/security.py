@@ -10,6 +10,8 @@ import time
 from urllib.parse import quote
 
 from starlette.datastructures import Headers
+
+from osprey.config import settings
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse
 
@@ -18,7 +20,6 @@ PUBLIC_PATHS = {"/login", "/healthz", "/readyz", "/api/v1/healthz", "/api/v1/rea
 PUBLIC_PREFIXES = ("/static/",)
 PUBLIC_API = {("POST", "/api/v1/tokens")}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-TOKEN_CACHE_SECONDS = 30
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
@@ -34,7 +35,8 @@ def csrf_token(request: Request) -> str:
 class TokenCache:
     """verify_token answers for a short time, keyed by the token's hash."""
 
-    def __init__(self):
+    def __init__(self, seconds: float):
+        self.seconds = seconds
         self._entries: dict[str, tuple[float, dict | None]] = {}
 
     def get(self, token: str):
@@ -48,7 +50,7 @@ class TokenCache:
         if len(self._entries) > 10000:
             self._entries.clear()
         key = hashlib.sha256(token.encode()).hexdigest()
-        self._entries[key] = (time.monotonic() + TOKEN_CACHE_SECONDS, user)
+        self._entries[key] = (time.monotonic() + self.seconds, user)
 
 
 class AccessControl:
@@ -56,7 +58,7 @@ class AccessControl:
 
     def __init__(self, app):
         self.app = app
-        self.tokens = TokenCache()
+        self.tokens = TokenCache(settings().token_cache_seconds)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

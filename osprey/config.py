@@ -39,6 +39,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OSPREY_RPC_TIMEOUT", "30", "Seconds the gateway and CLI wait for a service's RPC reply."),
     Setting("OSPREY_GATEWAY_RPC_THREADS", "16", "Threads (each with its own RPC connection) the gateway uses to call services."),
     Setting("OSPREY_TOKEN_DAYS", "90", "Lifetime of API tokens created without an explicit expiry."),
+    Setting("OSPREY_TOKEN_CACHE_SECONDS", "30", "How long the gateway trusts a verified API token before asking tickets again (a disabled user's token stops working within this time)."),
     Setting("OSPREY_SESSION_HOURS", "12", "Lifetime of a web login session."),
     Setting("OSPREY_LOG_LEVEL", "INFO", "Log level of every process."),
 )
@@ -73,6 +74,7 @@ class Settings:
     rpc_timeout: float
     gateway_rpc_threads: int
     token_days: int
+    token_cache_seconds: float
     session_hours: int
     log_level: str
 
@@ -113,6 +115,7 @@ def settings() -> Settings:
         rpc_timeout=float(get("OSPREY_RPC_TIMEOUT")),
         gateway_rpc_threads=int(get("OSPREY_GATEWAY_RPC_THREADS")),
         token_days=int(get("OSPREY_TOKEN_DAYS")),
+        token_cache_seconds=float(get("OSPREY_TOKEN_CACHE_SECONDS")),
         session_hours=int(get("OSPREY_SESSION_HOURS")),
         log_level=get("OSPREY_LOG_LEVEL"),
     )

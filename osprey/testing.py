@@ -48,6 +48,7 @@ class Stack:
             "OSPREY_HTTP_PORT": str(self.http_port),
             "OSPREY_ADMIN_PASSWORD": self.admin_password,
             "OSPREY_RPC_TIMEOUT": "20",
+            "OSPREY_TOKEN_CACHE_SECONDS": "1",
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         })
