@@ -9,7 +9,6 @@ import argparse
 import getpass
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -59,16 +58,43 @@ def local_node():
                       epmd_port=port + 10000 if port + 10000 < 65536 else port - 2)
 
 
-def cmd_broker_run(args) -> int:
-    """The local RabbitMQ node in the foreground (one line of the Procfile)."""
-    node = local_node()
-    proc = subprocess.Popen(node.command(), env=node.env())
+def _amqp_clients(port: int) -> int:
+    """Established TCP connections to the broker's port, from /proc/net/tcp{,6}."""
+    count = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                count += 1
+    return count
 
-    def forward(signum, _frame):
-        if proc.poll() is None:
+
+def cmd_broker_run(args) -> int:
+    """The local RabbitMQ node in the foreground (one line of the Procfile).
+
+    On SIGTERM the node outlives its clients: it waits (up to 15 s) until the services
+    have closed their connections, then stops, so that they stop cleanly. A terminal's
+    Ctrl-C does not reach the node directly (its own session); the supervisor decides."""
+    node = local_node()
+    proc = subprocess.Popen(node.command(), env=node.env(), start_new_session=True)
+    stopping = []
+
+    def stop(_signum, _frame):
+        stopping.append(time.monotonic())
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while proc.poll() is None:
+        if stopping:
+            deadline = stopping[0] + 15
+            while _amqp_clients(node.port) and time.monotonic() < deadline:
+                time.sleep(0.2)
             proc.send_signal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+            break
+        time.sleep(0.2)
     code = proc.wait()
     node.kill_epmd()
     return code
@@ -97,10 +123,19 @@ def cmd_run(args) -> int:
           f"Osprey: web UI and API at {s.public_url}  (log in as 'admin'; the password is "
           f"{'OSPREY_ADMIN_PASSWORD' if s.admin_password else 'printed below on first start'})\n"
           f"Osprey: Ctrl-C stops everything; the data stays for the next start.", flush=True)
-    honcho = shutil.which("honcho", path=str(Path(sys.executable).parent)) or "honcho"
+    from honcho import manager as honcho_manager
+    from honcho.environ import parse_procfile
+    from honcho.printer import Printer
+
+    honcho_manager.KILL_WAIT = 25   # let services and then the broker stop cleanly
+    procfile = parse_procfile((ROOT / "Procfile").read_text())
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                PYTHONUNBUFFERED="1")
-    os.execve(honcho, [honcho, "-f", str(ROOT / "Procfile"), "-d", str(ROOT), "start", *names], env)
+    supervisor = honcho_manager.Manager(Printer(sys.stdout))
+    for name in names:
+        supervisor.add_process(name, procfile.processes[name], env=env, cwd=str(ROOT))
+    supervisor.loop()
+    return supervisor.returncode
 
 
 def cmd_status(args) -> int:

@@ -1,0 +1,59 @@
+"""Small helpers the unit tests share: real SQLite databases in a test's tmp_path,
+prepared exactly as the services prepare theirs (osprey.db.make_engine/prepare).
+
+Kept out of tests/conftest.py, which belongs to the integration harness.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nameko.exceptions import deserialize, serialize
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import sessionmaker
+
+from osprey.db import make_engine, prepare
+from services.ingest import models as ingest_models
+from services.tickets import models as tickets_models
+from services.tickets import records, search
+
+
+def tickets_db(path: Path, queues=("general",)) -> tuple[Engine, sessionmaker]:
+    """A tickets database as the tickets service sets it up on first start:
+    schema, FTS index, the given queues (committed)."""
+    engine = make_engine(f"sqlite:///{path}")
+    prepare(engine, tickets_models.Base.metadata, search.create_index)
+    make_session = sessionmaker(bind=engine, expire_on_commit=False)
+    with make_session() as session:
+        records.ensure_queues(session, list(queues))
+        session.commit()
+    return engine, make_session
+
+
+def ingest_db(path: Path) -> tuple[Engine, sessionmaker]:
+    """The intake ledger as the ingest service sets it up."""
+    engine = make_engine(f"sqlite:///{path}")
+    prepare(engine, ingest_models.Base.metadata)
+    return engine, sessionmaker(bind=engine, expire_on_commit=False)
+
+
+class TicketsOverSQLite:
+    """The tickets end of ``add_mail`` without a broker: the payload crosses as JSON
+    (nameko's serializer), ``records.add_mail`` runs on a real tickets database in
+    one committed transaction, as in TicketsService.add_mail, and an exception
+    crosses back the way nameko carries it (serialize → deserialize, which gives
+    the caller a ``RemoteError``)."""
+
+    def __init__(self, make_session: sessionmaker):
+        self.make_session = make_session
+
+    def add_mail(self, payload: dict) -> dict:
+        payload = json.loads(json.dumps(payload))
+        with self.make_session() as session:
+            try:
+                result = records.add_mail(session, payload)
+                session.commit()
+            except Exception as exc:
+                session.rollback()
+                raise deserialize(serialize(exc)) from exc
+        return json.loads(json.dumps(result))
