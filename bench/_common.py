@@ -294,13 +294,13 @@ def make_mail(rng: random.Random, i: int, token: str) -> Mail:
         head = [
             "Hello,",
             "",
-            _sentence(rng, r.randint(12, 30)),
+            _sentence(r, r.randint(12, 30)),
             "",
             "Offending address(es): " + ", ".join(ip_text),
             f"Our reference: {token}",
             f"First seen: {when.isoformat()}",
             "",
-            _sentence(rng, r.randint(8, 20)),
+            _sentence(r, r.randint(8, 20)),
             "",
             "Log excerpt:",
         ]
@@ -330,7 +330,7 @@ def make_mail(rng: random.Random, i: int, token: str) -> Mail:
             att_bytes = max(200, int(att_target * 3 / 4))  # base64 grows by 4/3
             if r.random() < 0.5:
                 rows = ["timestamp,src,dst,dport,proto"]
-                while sum(len(r) + 1 for r in rows) < att_bytes:
+                while sum(len(row) + 1 for row in rows) < att_bytes:
                     rows.append(f"{int(t.timestamp()) + len(rows)},{r.choice(ip_text)},{r.choice(ip_text)},"
                                 f"{r.randrange(1, 65535)},{r.choice(['tcp', 'udp', 'icmp'])}")
                 msg.add_attachment("\n".join(rows) + "\n", subtype="csv", filename=f"evidence-{i}.csv", cte="base64")

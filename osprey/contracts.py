@@ -117,19 +117,24 @@ def parse_ip_range(text: str) -> tuple[bytes, bytes] | None:
 
 # Candidates only; each is validated by ipaddress before it counts.
 _IPV4_RE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.]*\d)")
-_IPV6_RE = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
+_IPV6_RE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:]|\.\d)")
 
 
 def find_ips(text: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """Every valid IPv4/IPv6 address written in ``text``, in order, without repeats."""
-    seen: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+    found: list[tuple[int, ipaddress.IPv4Address | ipaddress.IPv6Address]] = []
     for rx in (_IPV4_RE, _IPV6_RE):
         for m in rx.finditer(text):
+            candidate = m.group(0)
+            if ":" in candidate and not candidate.strip(":"):
+                continue  # a bare "::" in prose or code is no address
             try:
-                addr = ipaddress.ip_address(m.group(0))
+                found.append((m.start(), ipaddress.ip_address(candidate)))
             except ValueError:
                 continue
-            seen.setdefault(str(addr), addr)
+    seen: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+    for _pos, addr in sorted(found, key=lambda item: item[0]):
+        seen.setdefault(str(addr), addr)
     return list(seen.values())
 
 

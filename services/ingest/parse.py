@@ -59,6 +59,10 @@ class ParsedMail:
 
 
 def parse_bytes(raw: bytes) -> EmailMessage:
+    # a UTF-8 byte-order mark before the header (mail saved by some Windows tools)
+    # would hide the first header line; the stored raw bytes keep it
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
     return BytesParser(policy=policy.default).parsebytes(raw)
 
 

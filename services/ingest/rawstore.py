@@ -12,7 +12,7 @@ import re
 import tempfile
 from pathlib import Path
 
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
 
 
 class RawStoreError(Exception):
@@ -29,7 +29,7 @@ class RawStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
-        if not _SHA_RE.match(sha256):
+        if not isinstance(sha256, str) or not _SHA_RE.fullmatch(sha256):
             raise BlobNotFound(f"not a sha256: {sha256!r}")
         return self.root / sha256[:2] / sha256[2:4] / sha256
 

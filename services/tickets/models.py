@@ -101,7 +101,8 @@ class AuditEntry(Base):
 class OutboxEvent(Base):
     """Written in the same transaction as the change it reports; the relay publishes it."""
     __tablename__ = "outbox"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the stable event id
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)      # publication order
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)   # stable, for consumers to dedupe
     event_type: Mapped[str] = mapped_column(String(100))
     payload: Mapped[dict] = mapped_column(JSON)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -21,7 +21,7 @@ def audit(session, ticket_id: int | None, actor: str, action: str, **detail) -> 
 
 def emit(session, event_type: str, **payload) -> None:
     event_id = str(uuid.uuid4())
-    session.add(OutboxEvent(id=event_id, event_type=event_type,
+    session.add(OutboxEvent(event_id=event_id, event_type=event_type,
                             payload={"schema": contracts.SCHEMA, "event_id": event_id, **payload}))
 
 
@@ -159,4 +159,4 @@ def history(session, ticket_id: int) -> list[dict]:
 
 def pending_events(session, limit: int = 100) -> list[OutboxEvent]:
     return session.scalars(select(OutboxEvent).where(OutboxEvent.published.is_(None))
-                           .order_by(OutboxEvent.created, OutboxEvent.id).limit(limit)).all()
+                           .order_by(OutboxEvent.seq).limit(limit)).all()

@@ -91,7 +91,7 @@ def test_parse_ip_range_of_no_ip_expression_is_none(text):
     ("seen 192.0.2.7, then 198.51.100.1; not 999.1.1.1", ["192.0.2.7", "198.51.100.1"]),
     ("src=2001:db8::1 dst=[2001:db8::2]:443", ["2001:db8::1", "2001:db8::2"]),
     ("2001:DB8:0:0:0:0:0:A", ["2001:db8::a"]),
-    ("loopback ::1 and 127.0.0.1", ["127.0.0.1", "::1"]),
+    ("loopback ::1 and 127.0.0.1", ["::1", "127.0.0.1"]),
     ("192.0.2.7 again 192.0.2.7", ["192.0.2.7"]),
     ("network 192.0.2.0/24", ["192.0.2.0"]),
     ("end of sentence 192.0.2.7.", ["192.0.2.7"]),
@@ -140,3 +140,15 @@ def test_unb64_refuses_what_is_not_base64():
 
 def test_sha256_hex():
     assert contracts.sha256_hex(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def test_find_ips_skips_cpp_scope_operators_and_keeps_text_order():
+    assert [str(a) for a in find_ips("use std::vector; then 2001:db8::7 and 192.0.2.5")] == ["2001:db8::7", "192.0.2.5"]
+
+
+def test_find_ips_mapped_dotted_quad_gives_the_ipv4_only():
+    assert [str(a) for a in find_ips("from ::ffff:192.0.2.1 today")] == ["192.0.2.1"]
+
+
+def test_find_ips_ipv6_at_the_end_of_a_sentence():
+    assert [str(a) for a in find_ips("It came from fe80::1.")] == ["fe80::1"]

@@ -95,12 +95,12 @@ def test_add_mail_writes_outbox_events_with_schema_and_event_id(session):
     events = records.pending_events(session)
     assert [(e.event_type, e.published) for e in events] == [("ticket_created", None), ("article_added", None)]
     assert [e.payload for e in events] == [
-        {"schema": contracts.SCHEMA, "event_id": events[0].id, "ticket_id": 1, "queue": "general",
+        {"schema": contracts.SCHEMA, "event_id": events[0].event_id, "ticket_id": 1, "queue": "general",
          "subject": "Incident 1"},
-        {"schema": contracts.SCHEMA, "event_id": events[1].id, "ticket_id": 1, "article_id": 1,
+        {"schema": contracts.SCHEMA, "event_id": events[1].event_id, "ticket_id": 1, "article_id": 1,
          "raw_sha256": RAW_SHA},
     ]
-    assert len({str(uuid.UUID(e.id)) for e in events}) == 2
+    assert len({str(uuid.UUID(e.event_id)) for e in events}) == 2
 
 
 def test_follow_up_adds_an_article_and_only_an_article_added_event(session):
