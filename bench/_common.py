@@ -147,6 +147,29 @@ def _session_cpu(sid: int) -> float:
     return total / _CLK
 
 
+def machine_cpu() -> dict[str, float]:
+    """Machine-wide CPU seconds from /proc/stat: busy (user+nice+system+irq+softirq),
+    iowait and steal (time the hypervisor gave to someone else)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = f
+    return {"busy": (user + nice + system + irq + softirq) / _CLK, "iowait": iowait / _CLK, "steal": steal / _CLK}
+
+
+def machine_busy(seconds: float = 1.0) -> float:
+    """Cores busy over the next ``seconds`` (to notice other load before measuring)."""
+    a = machine_cpu()["busy"]
+    time.sleep(seconds)
+    return (machine_cpu()["busy"] - a) / seconds
+
+
+def check_quiet(label: str = "before start") -> None:
+    busy = machine_busy(1.0)
+    load = os.getloadavg()
+    note = "" if busy < 0.2 else "  WARNING: other processes are using the CPU; figures will be lower"
+    print(f"machine busy {label}: {busy:.2f} cores (load average {load[0]:.2f} {load[1]:.2f}){note}")
+    sys.stdout.flush()
+
+
 def cpu_snapshot(stack) -> dict[str, float]:
     """CPU seconds so far by component: rabbitmq, each service, gateway, and this
     process (the load generator) plus its reaped children (e.g. mailgate pipes)."""
@@ -159,15 +182,20 @@ def cpu_snapshot(stack) -> dict[str, float]:
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     out["bench (this process)"] = me.ru_utime + me.ru_stime
     out["bench children"] = kids.ru_utime + kids.ru_stime
+    out["_machine"] = machine_cpu()
     return out
 
 
 def print_cpu(before: dict, after: dict, wall: float, label: str) -> dict[str, float]:
     """Prints CPU seconds per component used between two snapshots, and returns them."""
-    used = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    used = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after if not k.startswith("_")}
+    mach = {k: after["_machine"][k] - before["_machine"][k] for k in after["_machine"]}
     total = sum(used.values())
-    print(f"CPU during {label} ({wall:.1f}s wall, {total:.1f} CPU-s total = "
-          f"{total / wall if wall else 0:.2f} cores busy of {len(os.sched_getaffinity(0))}):")
+    used["other processes"] = max(0.0, mach["busy"] - total)
+    ncpu = len(os.sched_getaffinity(0))
+    print(f"CPU during {label} ({wall:.1f}s wall; machine: {mach['busy']:.1f} CPU-s busy = "
+          f"{mach['busy'] / wall if wall else 0:.2f} of {ncpu} cores, iowait {mach['iowait']:.1f}s, "
+          f"steal {mach['steal']:.1f}s):")
     for name, sec in sorted(used.items(), key=lambda kv: -kv[1]):
         if sec < 0.05:
             continue

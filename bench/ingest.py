@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (cpu_snapshot, describe_mails, generate_mails, pct, print_cpu,  # noqa: E402
+from _common import (check_quiet, cpu_snapshot, describe_mails, generate_mails, pct, print_cpu,  # noqa: E402
                      print_machine, running_stack, token_for)
 
 
@@ -99,6 +99,7 @@ def ceilings(mails, min_seconds: float) -> dict:
     os.sched_setaffinity(0, {core})
     try:
         print(f"\nceiling: in this process, pinned to CPU {core}, the stack stopped")
+        check_quiet("before the ceiling")
         e_rate, e_mb, e_passes = rate(email_walk, raws, min_seconds)
         print(f"  email.message_from_bytes(policy=default) + walk/decode every part: "
               f"{e_rate:,.0f} mails/s, {e_mb:.1f} MB/s ({e_passes} passes)")
@@ -260,6 +261,7 @@ def main(argv=None) -> int:
     sys.stdout.flush()
 
     with running_stack(keep=args.keep) as stack:
+        check_quiet()
         res = run_pipeline(stack, mails, args)
     ceil = None if args.skip_ceiling else ceilings(mails, args.ceiling_seconds)
 
@@ -281,9 +283,10 @@ def main(argv=None) -> int:
     print(f"  delivery                 {during:7.1f} tickets/s while pipes ran ({res['at_handoff']} by "
           f"{res['handed_at']:.1f}s), {after:.1f}/s draining the rest in {res['after_handoff']:.1f}s")
     cpu = res["cpu"]
-    top = ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v >= 0.5)
-    print(f"  CPU-s by component       {top}  (2 cores x {res['wall']:.0f}s = {2 * res['wall']:.0f} available)"
-          if len(os.sched_getaffinity(0)) == 2 else f"  CPU-s by component       {top}")
+    top = ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v >= 0.1)
+    ncpu = len(os.sched_getaffinity(0))
+    print(f"  CPU-s by component       {top}  ({ncpu} cores x {res['wall']:.1f}s = "
+          f"{ncpu * res['wall']:.0f} available; 'bench children' = the mailgate pipes)")
     verdict = "OK" if res["exactly_once"] and res["search_ok"] == res["sample"] else "FAILED"
     print(f"  exactly once             {verdict}: {res['distinct_tickets']} distinct tickets, /tickets total "
           f"{res['final_total']}, {res['dup_tickets']} duplicates, {res['deliveries_gt1']} redelivered, "

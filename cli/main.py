@@ -116,7 +116,7 @@ def cmd_run(args) -> int:
     """Everything under one supervisor (honcho): broker, five services, gateway."""
     s = config.settings()
     s.data_dir.mkdir(parents=True, exist_ok=True)
-    names = ["tickets", "ingest", "crypto", "enrich", "notify", "gateway"]
+    names = ["tickets", "ingest", "crypto", "enrich", "notify", "gateway", "ready"]
     if s.start_broker:
         names.insert(0, "broker")
     print(f"Osprey: data in {s.data_dir}\n"
@@ -136,6 +136,34 @@ def cmd_run(args) -> int:
         supervisor.add_process(name, procfile.processes[name], env=env, cwd=str(ROOT))
     supervisor.loop()
     return supervisor.returncode
+
+
+def cmd_announce(args) -> int:
+    """Wait until the gateway says every service is ready, say so, then stay (a
+    Procfile line: the supervisor stops everything when one line exits)."""
+    import urllib.error
+    import urllib.request
+    s = config.settings()
+    url = f"http://{s.http_host}:{s.http_port}/readyz"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    started = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    break
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    login = ("the password in OSPREY_ADMIN_PASSWORD" if s.admin_password else
+             "the password printed once by tickets on the first start (reset: osprey user passwd admin)")
+    print(f"\n  Osprey is ready after {time.monotonic() - started:.0f}s: {s.public_url}\n"
+          f"  log in as admin with {login}\n"
+          f"  deliver mail: {Path(sys.executable).parent / 'osprey-mailgate'} --queue general < some.eml\n",
+          flush=True)
+    while True:
+        signal.pause()
 
 
 def cmd_status(args) -> int:
@@ -269,6 +297,28 @@ def cmd_quarantine(args) -> int:
     return 0
 
 
+MIGRATING_SERVICES = ("tickets", "ingest")
+
+
+def cmd_db_revision(args) -> int:
+    """Autogenerate a migration: compare the models with a scratch database at head."""
+    import tempfile
+    from alembic import command
+    from alembic.config import Config
+    from osprey.db import make_engine, migrate
+
+    migrations = ROOT / "services" / args.service / "migrations"
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/scratch.db")
+        migrate(engine, migrations)
+        cfg = Config()
+        cfg.set_main_option("script_location", str(migrations))
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.revision(cfg, message=args.message, autogenerate=True)
+    return 0
+
+
 def cmd_config(args) -> int:
     print(config.markdown_table())
     return 0
@@ -285,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     add("run", cmd_run, "start the broker, every service and the gateway (Ctrl-C stops them)")
+    add("announce", cmd_announce, "wait until Osprey is ready, print how to use it, then wait")
     add("status", cmd_status, "is the broker up, does every service answer").add_argument(
         "--timeout", type=float, default=5.0)
     add("config", cmd_config, "print every OSPREY_* setting as a Markdown table")
@@ -296,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
         "name", choices=contracts.SERVICES)
     gateway = sub.add_parser("gateway", help="the web UI and REST API").add_subparsers(dest="sub", required=True)
     add("run", cmd_gateway_run, "run the gateway in the foreground", gateway)
+
+    db = sub.add_parser("db", help="database schema (for developers)").add_subparsers(dest="sub", required=True)
+    sp = add("revision", cmd_db_revision, "autogenerate a migration for a service's models", db)
+    sp.add_argument("service", choices=MIGRATING_SERVICES)
+    sp.add_argument("message")
 
     user = sub.add_parser("user", help="staff accounts").add_subparsers(dest="sub", required=True)
     add("list", cmd_user_list, "list users", user)

@@ -2,10 +2,15 @@
 
 ``Database`` is nameko-sqlalchemy's provider, configured from ``osprey.config``
 instead of a DB_URIS entry, with SQLite tuned for several processes (WAL, a busy
-timeout, foreign keys) and the service's tables created on start.
+timeout, foreign keys) and the service's Alembic migrations applied on start.
+
+A schema change is a new revision in ``services/<svc>/migrations/versions``:
+``cd services/<svc>/migrations && ../../../.venv/bin/alembic -c /dev/null`` is awkward,
+so use ``osprey db revision SERVICE "message"`` (autogenerates against a scratch DB).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from nameko_sqlalchemy import Database as _Database
@@ -32,23 +37,59 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def prepare(engine: Engine, metadata, after_create: Callable[[Engine], None] | None = None) -> None:
-    metadata.create_all(engine)
+def migrate(engine: Engine, migrations: Path) -> None:
+    """Bring the database to the newest schema: ``alembic upgrade head`` with the
+    service's own migrations folder (each service owns its schema)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def prepare(engine: Engine, migrations: Path, after_create: Callable[[Engine], None] | None = None) -> None:
+    migrate(engine, migrations)
     if after_create:
         after_create(engine)
+
+
+def run_migrations(metadata) -> None:
+    """The body of every service's ``migrations/env.py``."""
+    from alembic import context
+
+    def run(conn):
+        context.configure(connection=conn, target_metadata=metadata,
+                          render_as_batch=conn.dialect.name == "sqlite")
+        with context.begin_transaction():
+            context.run_migrations()
+
+    conn = context.config.attributes.get("connection")
+    if conn is not None:
+        run(conn)
+        return
+    # the alembic command line (e.g. `alembic revision --autogenerate`): URL from -x url=...
+    url = context.get_x_argument(as_dictionary=True).get("url")
+    if not url:
+        raise SystemExit("give the database: alembic -x url=sqlite:///path ...")
+    with make_engine(url).begin() as conn:
+        run(conn)
 
 
 class Database(_Database):
     """nameko-sqlalchemy's Database, its URL from a callable, schema created in setup."""
 
-    def __init__(self, declarative_base, url: Callable[[], str],
+    def __init__(self, declarative_base, url: Callable[[], str], migrations: Path,
                  after_create: Callable[[Engine], None] | None = None):
         super().__init__(declarative_base, session_options={"expire_on_commit": False})
         self._url = url
+        self._migrations = migrations
         self._after_create = after_create
 
     def setup(self):
         self.db_uri = self._url()
         self.engine = make_engine(self.db_uri)
-        prepare(self.engine, self.declarative_base.metadata, self._after_create)
+        prepare(self.engine, self._migrations, self._after_create)
         self.Session = sessionmaker(bind=self.engine, class_=_Session, **self.session_options)

@@ -15,14 +15,14 @@ from sqlalchemy.orm import sessionmaker
 from osprey.db import make_engine, prepare
 from services.ingest import models as ingest_models
 from services.tickets import models as tickets_models
-from services.tickets import records, search
+from services.tickets import records
 
 
 def tickets_db(path: Path, queues=("general",)) -> tuple[Engine, sessionmaker]:
     """A tickets database as the tickets service sets it up on first start:
     schema, FTS index, the given queues (committed)."""
     engine = make_engine(f"sqlite:///{path}")
-    prepare(engine, tickets_models.Base.metadata, search.create_index)
+    prepare(engine, tickets_models.MIGRATIONS)
     make_session = sessionmaker(bind=engine, expire_on_commit=False)
     with make_session() as session:
         records.ensure_queues(session, list(queues))
@@ -33,7 +33,7 @@ def tickets_db(path: Path, queues=("general",)) -> tuple[Engine, sessionmaker]:
 def ingest_db(path: Path) -> tuple[Engine, sessionmaker]:
     """The intake ledger as the ingest service sets it up."""
     engine = make_engine(f"sqlite:///{path}")
-    prepare(engine, ingest_models.Base.metadata)
+    prepare(engine, ingest_models.MIGRATIONS)
     return engine, sessionmaker(bind=engine, expire_on_commit=False)
 
 

@@ -14,7 +14,7 @@ from . import pipeline
 from .dependencies import RawBlobs
 from .entrypoints import intake
 from .exceptions import BadRequest, NotFound
-from .models import Base, Intake
+from .models import MIGRATIONS, Base, Intake
 from .parse import get_part
 from .rawstore import BlobNotFound
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class IngestService:
     name = contracts.INGEST
 
-    db = Database(Base, url=lambda: settings().ingest_db_url)
+    db = Database(Base, url=lambda: settings().ingest_db_url, migrations=MIGRATIONS)
     store = RawBlobs()
     tickets = RpcProxy(contracts.TICKETS)
 

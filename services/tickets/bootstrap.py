@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def bootstrap(engine: Engine) -> None:
     s = settings()
-    search.create_index(engine)
+    search.check_backend(engine)
     with Session(engine) as session:
         records.ensure_queues(session, s.default_queues)
         if accounts.find_user(session, "admin") is None:

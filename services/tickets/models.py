@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text,
                         UniqueConstraint)
@@ -18,6 +19,10 @@ def iso(value: datetime | None) -> str | None:
     if value.tzinfo is None:  # SQLite drops the zone; we only store UTC
         value = value.replace(tzinfo=timezone.utc)
     return value.isoformat()
+
+
+# this service's Alembic migrations (applied on start by osprey.db.Database)
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Base(DeclarativeBase):

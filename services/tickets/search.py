@@ -20,16 +20,11 @@ from osprey import contracts
 from .exceptions import BadRequest
 from .models import ArticleIP
 
-FTS_DDL = ("CREATE VIRTUAL TABLE IF NOT EXISTS article_fts USING fts5("
-           "subject, body, tokenize = 'unicode61 remove_diacritics 2')")
-
-
-def create_index(engine: Engine) -> None:
+def check_backend(engine: Engine) -> None:
+    """The FTS5 table is made by the initial migration, on SQLite only."""
     if engine.dialect.name != "sqlite":
         raise RuntimeError("the embedded search index needs SQLite (FTS5); "
-                           "PostgreSQL deployments use the search issue's backends")
-    with engine.begin() as conn:
-        conn.execute(text(FTS_DDL))
+                           "PostgreSQL deployments need the search issue's backends")
 
 
 def index_article(session, article) -> None:

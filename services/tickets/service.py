@@ -16,7 +16,7 @@ from osprey.db import Database
 from . import accounts, records
 from .bootstrap import bootstrap
 from .exceptions import BadRequest, Forbidden, NotFound
-from .models import Article, Attachment, Base, User, utcnow
+from .models import MIGRATIONS, Article, Attachment, Base, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def _limit(value, default=50, maximum=500) -> int:
 class TicketsService:
     name = contracts.TICKETS
 
-    db = Database(Base, url=lambda: settings().tickets_db_url, after_create=bootstrap)
+    db = Database(Base, url=lambda: settings().tickets_db_url, migrations=MIGRATIONS, after_create=bootstrap)
     dispatch = EventDispatcher()
 
     # --- who is asking ----------------------------------------------------------
