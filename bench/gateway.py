@@ -260,7 +260,7 @@ def main(argv=None) -> int:
           "flight)")
     print(HEADER)
     for label, res in rows:
-        print(row(label, res))
+        print(row(label, res) + (f"   [{cpu_line(res['cpu'])}]" if "cpu" in res else ""))
     pr_idle = [s[0] for s in idle]
     pr_load = [s[0] for s in samples]
     print(f"event loop: /healthz p50 {pct(pr_idle, 50) * 1000:.1f} ms idle vs {pct(pr_load, 50) * 1000:.1f} ms "

@@ -130,6 +130,40 @@ class Stack:
         except FileNotFoundError:
             return ""
 
+    # --- what a clean run leaves ---------------------------------------------------------
+    def log_errors(self) -> list[str]:
+        """ERROR/CRITICAL records the services and the gateway logged, and tracebacks that
+        no log record explains (a crash). A refusal nameko logs as an "(expected)"
+        WARNING with its traceback is not an error."""
+        import re
+        record = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ([A-Z]+) ")
+        found = []
+        for name in (*contracts.SERVICES, "gateway"):
+            try:
+                text = self.log_path(name).read_text(errors="replace")
+            except FileNotFoundError:
+                continue
+            level = None
+            for line in text.splitlines():
+                m = record.match(line)
+                if m:
+                    level = m.group(1)
+                    if level in ("ERROR", "CRITICAL"):
+                        found.append(f"{name}: {line}")
+                elif line.startswith("Traceback") and level not in ("WARNING", "ERROR", "CRITICAL"):
+                    found.append(f"{name}: {line}")
+        return found
+
+    def intake_backlog(self) -> int:
+        """Messages waiting on the intake queue, not yet taken by ingest."""
+        import pika
+        conn = pika.BlockingConnection(pika.URLParameters(self.broker.uri))
+        try:
+            ch = conn.channel()
+            return ch.queue_declare(contracts.INTAKE_QUEUE, durable=True, passive=True).method.message_count
+        finally:
+            conn.close()
+
     # --- using it ------------------------------------------------------------------
     def mailgate(self, raw: bytes, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "osprey-mailgate"), *args], input=raw, env={**self.env, **(env or {})},

@@ -33,6 +33,6 @@ class EnrichService:
     def ping(self):
         return {"service": self.name, "ok": True}
 
-    @rpc
+    @rpc(expected_exceptions=BadRequest)
     def classify_ip(self, ip):
         return classify_ip(ip)

@@ -20,6 +20,9 @@ from .rawstore import BlobNotFound
 
 log = logging.getLogger(__name__)
 
+# refusals the caller is meant to get; nameko logs them as warnings, not errors
+api = rpc(expected_exceptions=(BadRequest, NotFound))
+
 
 class IngestService:
     name = contracts.INGEST
@@ -42,11 +45,11 @@ class IngestService:
                                    ticket_tag=s.ticket_tag, max_body_chars=s.max_body_chars)
             return pipeline.process(session, ctx).as_dict()
 
-    @rpc
+    @api
     def ping(self):
         return {"service": self.name, "ok": True}
 
-    @rpc
+    @api
     def intake_status(self, sha256):
         """Every delivery of these bytes and what became of it."""
         sha256 = (sha256 or "").lower()
@@ -58,7 +61,7 @@ class IngestService:
             return {"sha256": sha256, "size": rows[0].size, "stored": self.store.exists(sha256),
                     "intakes": [r.as_dict() for r in rows]}
 
-    @rpc
+    @api
     def list_intake(self, status=None, limit=100, offset=0):
         with self.db.get_session() as session:
             q = select(Intake).order_by(Intake.received_at.desc()).limit(min(int(limit), 1000)).offset(int(offset))
@@ -68,7 +71,7 @@ class IngestService:
                 q = q.where(Intake.status == status)
             return [r.as_dict() for r in session.scalars(q)]
 
-    @rpc
+    @api
     def get_raw(self, sha256):
         """The exact stored bytes, base64."""
         try:
@@ -76,7 +79,7 @@ class IngestService:
         except BlobNotFound:
             raise NotFound(f"no raw mail {sha256}") from None
 
-    @rpc
+    @api
     def get_part(self, sha256, part):
         """One leaf part of a stored mail, decoded (an attachment's bytes), base64."""
         try:

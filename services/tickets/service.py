@@ -15,10 +15,13 @@ from osprey.db import Database
 
 from . import accounts, records
 from .bootstrap import bootstrap
-from .exceptions import BadRequest, Forbidden, NotFound
+from .exceptions import BadRequest, Conflict, Forbidden, NotFound
 from .models import MIGRATIONS, Article, Attachment, Base, User, utcnow
 
 log = logging.getLogger(__name__)
+
+# refusals the caller is meant to get; nameko logs them as warnings, not errors
+api = rpc(expected_exceptions=(BadRequest, Forbidden, NotFound, Conflict))
 
 
 def _limit(value, default=50, maximum=500) -> int:
@@ -43,12 +46,12 @@ class TicketsService:
             raise Forbidden(f"{username} is not an administrator")
         return user
 
-    @rpc
+    @api
     def ping(self):
         return {"service": self.name, "ok": True}
 
     # --- mail in ------------------------------------------------------------------
-    @rpc
+    @api
     def add_mail(self, mail):
         if mail.get("schema") != contracts.SCHEMA or not mail.get("intake_id"):
             raise BadRequest("add_mail needs a schema-1 payload with an intake_id")
@@ -63,19 +66,19 @@ class TicketsService:
                 return records.add_mail(session, mail)
 
     # --- reading ------------------------------------------------------------------
-    @rpc
+    @api
     def list_queues(self, actor):
         with self.db.get_session() as session:
             self._actor(session, actor)
             return records.queue_counts(session)
 
-    @rpc
+    @api
     def list_tickets(self, actor, queue=None, state=None, limit=50, offset=0):
         with self.db.get_session() as session:
             self._actor(session, actor)
             return records.list_tickets(session, queue, state, _limit(limit), max(0, int(offset or 0)))
 
-    @rpc
+    @api
     def get_ticket(self, actor, ticket_id):
         with self.db.get_session() as session:
             self._actor(session, actor)
@@ -84,7 +87,7 @@ class TicketsService:
             out["history"] = records.history(session, ticket.id)
             return out
 
-    @rpc
+    @api
     def list_articles(self, actor, ticket_id):
         with self.db.get_session() as session:
             self._actor(session, actor)
@@ -92,13 +95,13 @@ class TicketsService:
             rows = session.scalars(select(Article).where(Article.ticket_id == ticket.id).order_by(Article.id))
             return [records.article_dict(a) for a in rows]
 
-    @rpc
+    @api
     def get_article(self, actor, article_id):
         with self.db.get_session() as session:
             self._actor(session, actor)
             return records.article_dict(records.get_article(session, article_id))
 
-    @rpc
+    @api
     def get_attachment(self, actor, attachment_id):
         """Where an attachment's bytes are: (raw sha256, part) in ingest's raw store."""
         with self.db.get_session() as session:
@@ -111,14 +114,14 @@ class TicketsService:
                     "raw_sha256": article.raw_sha256, "part": att.part, "filename": att.filename,
                     "content_type": att.content_type, "size": att.size, "sha256": att.sha256}
 
-    @rpc
+    @api
     def search(self, actor, q, limit=50):
         with self.db.get_session() as session:
             self._actor(session, actor)
             return records.search_tickets(session, q or "", _limit(limit))
 
     # --- people and tokens ----------------------------------------------------------
-    @rpc
+    @api
     def authenticate(self, username, password):
         """The user for this name and password, or None."""
         with self.db.get_session() as session:
@@ -126,7 +129,7 @@ class TicketsService:
             session.commit()
             return accounts.user_dict(user) if user else None
 
-    @rpc
+    @api
     def login_token(self, username, password, days=None, name="api"):
         """A new API token for a user who proves the password (POST /api/v1/tokens)."""
         with self.db.get_session() as session:
@@ -137,7 +140,7 @@ class TicketsService:
             session.commit()
             return {"token": token, "expires": row.expires.isoformat(), "user": accounts.user_dict(user)}
 
-    @rpc
+    @api
     def create_token(self, username, days=None, name="cli"):
         """A new API token for a user, for operators (osprey token create)."""
         with self.db.get_session() as session:
@@ -146,19 +149,19 @@ class TicketsService:
             session.commit()
             return {"token": token, "expires": row.expires.isoformat(), "user": accounts.user_dict(user)}
 
-    @rpc
+    @api
     def verify_token(self, token):
         with self.db.get_session() as session:
             user = accounts.verify_token(session, token)
             session.commit()
             return accounts.user_dict(user) if user else None
 
-    @rpc
+    @api
     def list_users(self):
         with self.db.get_session() as session:
             return [accounts.user_dict(u) for u in session.scalars(select(User).order_by(User.username))]
 
-    @rpc
+    @api
     def create_user(self, username, password=None, is_admin=False):
         with self.db.get_session() as session:
             if password is not None and len(password) < 8:
@@ -168,7 +171,7 @@ class TicketsService:
             session.commit()
             return accounts.user_dict(user)
 
-    @rpc
+    @api
     def set_password(self, username, password):
         with self.db.get_session() as session:
             user = accounts.get_user(session, username)
@@ -177,7 +180,7 @@ class TicketsService:
             session.commit()
             return accounts.user_dict(user)
 
-    @rpc
+    @api
     def set_disabled(self, username, disabled):
         with self.db.get_session() as session:
             user = accounts.get_user(session, username)
