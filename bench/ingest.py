@@ -9,6 +9,11 @@ parallel) → RabbitMQ intake queue → ingest (raw store, ledger, parse) → ti
 * end to end: first pipe started → last mail delivered and searchable, mails/s;
 * verification: every mail delivered exactly once (one intake, one delivery, its
   own ticket; ticket count == N; a sample found by its unique word);
+* diagnostic (``--direct``, on by default): other mails handed over by the
+  mailgate's own ``publish()`` called in this process, i.e. the same path without
+  a Python process per mail, to show what broker → ingest → tickets sustain;
+* CPU seconds by component for both runs (the mailgate pipes, rabbitmq, each
+  service, the gateway, and other processes on the machine);
 * the ceiling, on the same mails in this process on one core: Python's ``email``
   package (parse + walk every part) and Osprey's own ``parse_mail``.
 
@@ -22,6 +27,7 @@ import email.policy
 import os
 import random
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,11 +39,17 @@ from _common import (check_quiet, cpu_snapshot, describe_mails, generate_mails, 
                      print_machine, running_stack, token_for)
 
 
+STOPPING = threading.Event()  # set on Ctrl-C / errors: no more pipes, no retries
+
+
 def pipe_one(stack, raw: bytes, retries: int, timeout: float) -> dict:
     """One mail through osprey-mailgate, as an MTA would (retrying EX_TEMPFAIL)."""
-    start = time.perf_counter()
+    start = t = time.perf_counter()
     codes = []
     for _attempt in range(retries + 1):
+        if STOPPING.is_set():
+            codes.append(-1)
+            break
         t = time.perf_counter()
         proc = stack.mailgate(raw, timeout=timeout)
         codes.append(proc.returncode)
@@ -171,6 +183,9 @@ def deliver(stack, api: Api, mails, submit, concurrency: int, args, label: str) 
                 print(f"  TIMEOUT after {args.timeout}s: {total} tickets of {n}")
                 break
             time.sleep(args.poll)
+    except BaseException:
+        STOPPING.set()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     wall = (t_delivered or time.perf_counter()) - t0
@@ -249,9 +264,12 @@ def run_all(stack, mails, direct_mails, args) -> dict:
         from services.ingest.mailgate import publish
 
         def publish_one(raw: bytes) -> dict:
-            start = time.perf_counter()
+            start = t = time.perf_counter()
             codes = []
             for _attempt in range(args.retries + 1):
+                if STOPPING.is_set():
+                    codes.append(-1)
+                    break
                 t = time.perf_counter()
                 try:
                     publish(raw, "general", "correspond", "bench-direct", stack.broker.uri, 30)
@@ -316,7 +334,8 @@ def main(argv=None) -> int:
         down = sum(cpu.get(k, 0) for k in ("rabbitmq", "ingest", "tickets", "gateway", "crypto", "enrich",
                                            "notify"))
         return (f"hand-off side {pipes / count * 1000:.0f} ms, rabbitmq+services {down / count * 1000:.0f} ms "
-                f"(ingest {cpu.get('ingest', 0) / count * 1000:.0f}, tickets {cpu.get('tickets', 0) / count * 1000:.0f}, "
+                f"(ingest {cpu.get('ingest', 0) / count * 1000:.0f}, "
+                f"tickets {cpu.get('tickets', 0) / count * 1000:.0f}, "
                 f"rabbitmq {cpu.get('rabbitmq', 0) / count * 1000:.0f}); other processes on the machine "
                 f"{cpu.get('other processes', 0):.1f} CPU-s")
 

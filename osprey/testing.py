@@ -97,6 +97,10 @@ class Stack:
             return proc.wait()
 
     def stop(self) -> None:
+        # signal every process first, then wait: they stop in parallel
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
         for name in list(self.procs):
             self.stop_process(name)
         if self.broker is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import joinedload
 
 from osprey import contracts
 
@@ -124,7 +125,8 @@ def list_tickets(session, queue: str | None, state: str | None, limit: int, offs
     if state:
         q = q.where(Ticket.state == state)
     total = session.scalar(select(func.count()).select_from(q.subquery()))
-    rows = session.scalars(q.order_by(Ticket.id.desc()).limit(limit).offset(offset)).all()
+    rows = session.scalars(q.options(joinedload(Ticket.queue)).order_by(Ticket.id.desc())
+                           .limit(limit).offset(offset)).all()
     return {"total": total, "limit": limit, "offset": offset, "tickets": [ticket_dict(t) for t in rows]}
 
 
@@ -139,16 +141,11 @@ def queue_counts(session) -> list[dict]:
 
 
 def search_tickets(session, q: str, limit: int) -> list[dict]:
-    hits = search.search_articles(session, q, limit=limit * 5)
-    seen: dict[int, dict] = {}
-    for hit in hits:
-        if hit["ticket_id"] in seen:
-            continue
-        ticket = session.get(Ticket, hit["ticket_id"])
-        seen[hit["ticket_id"]] = {**ticket_dict(ticket), "article_id": hit["article_id"], "snippet": hit["snippet"]}
-        if len(seen) >= limit:
-            break
-    return list(seen.values())
+    hits = search.search_articles(session, q, limit=limit)
+    tickets = {t.id: t for t in session.scalars(select(Ticket).options(joinedload(Ticket.queue))
+                                                 .where(Ticket.id.in_([h["ticket_id"] for h in hits])))}
+    return [{**ticket_dict(tickets[h["ticket_id"]]), "article_id": h["article_id"], "snippet": h["snippet"]}
+            for h in hits]
 
 
 def history(session, ticket_id: int) -> list[dict]:

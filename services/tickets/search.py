@@ -74,11 +74,13 @@ def parse_query(q: str) -> Query:
 
 
 def search_articles(session, q: str, limit: int = 50) -> list[dict]:
-    """Matching articles, best first: [{article_id, ticket_id, snippet}]."""
+    """The best-matching article of each matching ticket, best ticket first, at most
+    ``limit`` tickets: [{article_id, ticket_id, snippet}]. Snippets (the costly part)
+    are made only for the articles returned."""
     query = parse_query(q)
     if query.empty:
         return []
-    params: dict = {"limit": limit}
+    params: dict = {"limit": limit * 5}
     where, joins = [], []
     for k, (low, high) in enumerate(query.ip_ranges):
         where.append(f"EXISTS (SELECT 1 FROM article_ip ip{k} WHERE ip{k}.article_id = a.id "
@@ -88,15 +90,31 @@ def search_articles(session, q: str, limit: int = 50) -> list[dict]:
         joins.append("JOIN article_fts f ON f.rowid = a.id")
         where.append("article_fts MATCH :match")
         params["match"] = " AND ".join(query.terms)
-        snippet = "snippet(article_fts, 1, char(2), char(3), ' … ', 12)"
         order = "bm25(article_fts), a.id DESC"
     else:
-        snippet = "substr(a.body_text, 1, 160)"
         order = "a.id DESC"
-    sql = (f"SELECT a.id, a.ticket_id, {snippet} FROM article a {' '.join(joins)} "
+    sql = (f"SELECT a.id, a.ticket_id FROM article a {' '.join(joins)} "
            f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT :limit")
     try:
         rows = session.execute(text(sql), params).all()
     except OperationalError as exc:  # FTS5 syntax errors surface here
         raise BadRequest(f"cannot search for {q!r}: {exc}") from exc
-    return [{"article_id": r[0], "ticket_id": r[1], "snippet": r[2]} for r in rows]
+    best: dict[int, int] = {}   # ticket id -> its best article id, in rank order
+    for article_id, ticket_id in rows:
+        if ticket_id not in best:
+            best[ticket_id] = article_id
+            if len(best) >= limit:
+                break
+    snippets = _snippets(session, list(best.values()), params.get("match"))
+    return [{"article_id": a, "ticket_id": t, "snippet": snippets.get(a, "")} for t, a in best.items()]
+
+
+def _snippets(session, article_ids: list[int], match: str | None) -> dict[int, str]:
+    if not article_ids:
+        return {}
+    ids = ", ".join(str(int(i)) for i in article_ids)
+    if match:
+        sql = (f"SELECT rowid, snippet(article_fts, 1, char(2), char(3), ' … ', 12) FROM article_fts "
+               f"WHERE article_fts MATCH :match AND rowid IN ({ids})")
+        return dict(session.execute(text(sql), {"match": match}).all())
+    return dict(session.execute(text(f"SELECT id, substr(body_text, 1, 160) FROM article WHERE id IN ({ids})")).all())

@@ -136,18 +136,21 @@ class TicketsService:
             user = accounts.authenticate(session, username, password)
             if user is None:
                 raise Forbidden("wrong username or password")
-            token, row = accounts.create_token(session, user, int(days or settings().token_days), name)
-            session.commit()
-            return {"token": token, "expires": row.expires.isoformat(), "user": accounts.user_dict(user)}
+            return self._issue_token(session, user, days, name)
 
     @api
     def create_token(self, username, days=None, name="cli"):
         """A new API token for a user, for operators (osprey token create)."""
         with self.db.get_session() as session:
-            user = accounts.get_user(session, username)
-            token, row = accounts.create_token(session, user, int(days or settings().token_days), name)
-            session.commit()
-            return {"token": token, "expires": row.expires.isoformat(), "user": accounts.user_dict(user)}
+            return self._issue_token(session, accounts.get_user(session, username), days, name)
+
+    @staticmethod
+    def _issue_token(session, user, days, name):
+        token, row = accounts.create_token(session, user, int(days or settings().token_days), name)
+        records.audit(session, None, records.SYSTEM, "token_created", username=user.username, name=name,
+                      expires=row.expires.isoformat())
+        session.commit()
+        return {"token": token, "expires": row.expires.isoformat(), "user": accounts.user_dict(user)}
 
     @api
     def verify_token(self, token):

@@ -1,0 +1,78 @@
+"""The osprey command against the running system."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from tests.helpers import make_mail, wait_for
+
+
+def run_json(stack, *args):
+    proc = stack.cli(*args, "--json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    return json.loads(proc.stdout)
+
+
+def test_status_lists_every_component_up(stack):
+    proc = stack.cli("status")
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    lines = proc.stdout.decode().splitlines()
+    assert [line.split()[0] for line in lines] == ["broker", "ingest", "tickets", "crypto", "enrich", "notify"]
+    assert all(line.split()[1] == "up" for line in lines)
+    status = run_json(stack, "status")
+    crypto = next(c for c in status["components"] if c["component"] == "crypto")
+    assert "gpg (GnuPG)" in crypto["detail"] and "OpenSSL" in crypto["detail"]
+
+
+def test_status_says_down_and_exits_1_without_a_broker(stack):
+    proc = stack.cli("status")  # sanity: up first
+    assert proc.returncode == 0
+    import subprocess
+    env = {**stack.env, "OSPREY_AMQP_URI": "amqp://guest:guest@127.0.0.1:1/"}
+    proc = subprocess.run([stack.env["PATH"].split(":")[0] + "/osprey", "status"], env=env, capture_output=True,
+                          timeout=60)
+    assert proc.returncode == 1
+    assert proc.stdout.decode().split()[:2] == ["broker", "DOWN"]
+
+
+def test_tickets_ticket_search_intake_and_quarantine(stack, marker):
+    raw = make_mail(f"CLI {marker}", f"seen from 192.0.2.200 {marker}")
+    assert stack.mailgate(raw).returncode == 0
+    sha = hashlib.sha256(raw).hexdigest()
+
+    def delivered():
+        proc = stack.cli("intake", sha)
+        return json.loads(proc.stdout) if proc.returncode == 0 and b'"delivered"' in proc.stdout else None
+    info = wait_for(delivered, what="delivery")
+    tid = info["intakes"][0]["ticket_id"]
+
+    assert tid in [t["id"] for t in run_json(stack, "tickets", "--queue", "general")["tickets"]]
+    shown = run_json(stack, "ticket", str(tid))
+    assert shown["ticket"]["subject"] == f"CLI {marker}"
+    assert shown["articles"][0]["raw_sha256"] == sha
+    assert [r["id"] for r in run_json(stack, "search", marker)] == [tid]
+    assert tid in [r["id"] for r in run_json(stack, "search", "192.0.2.200")]
+    plain = stack.cli("search", marker)
+    assert plain.returncode == 0 and f"#{tid}" in plain.stdout.decode()
+
+    blob = b"\x00\x00 definitely not mail " + marker.encode()
+    assert stack.mailgate(blob).returncode == 0
+    blob_sha = hashlib.sha256(blob).hexdigest()
+    wait_for(lambda: blob_sha in [r["sha256"] for r in run_json(stack, "quarantine")], what="quarantine")
+
+
+def test_unknown_ticket_is_a_clear_error(stack):
+    proc = stack.cli("ticket", "999999")
+    assert proc.returncode == 1
+    assert proc.stderr.decode().strip() == "osprey: NotFound: no ticket #999999"
+
+
+def test_user_commands(stack, marker):
+    name = f"u{marker}"
+    assert stack.cli("user", "add", name, "--password-stdin", input=b"a-long-password\n").returncode == 0
+    again = stack.cli("user", "add", name, "--password-stdin", input=b"a-long-password\n")
+    assert again.returncode == 1 and b"Conflict" in again.stderr
+    short = stack.cli("user", "passwd", name, "--password-stdin", input=b"short\n")
+    assert short.returncode == 1 and b"at least 8 characters" in short.stderr
+    users = {u["username"]: u for u in run_json(stack, "user", "list")}
+    assert users[name]["is_admin"] is False and users["admin"]["is_admin"] is True
