@@ -129,6 +129,13 @@ class RabbitNode:
         subprocess.run(["epmd", "-port", str(self.epmd_port), "-kill"], env=self.env(),
                        capture_output=True, timeout=10)
 
+    def kill(self) -> None:
+        """SIGKILL the node (a broker crash); its state folder stays for ``start``."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+        self.kill_epmd()
+
     def stop_app(self) -> None:
         """Stop the broker application but keep the Erlang node (simulates an outage)."""
         subprocess.run([CTL, "-n", self.name, "stop_app"], env=self.env(), check=True,

@@ -33,7 +33,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OSPREY_TICKETS_DB_URL", "", "SQLAlchemy URL of the tickets database; empty: SQLite in DATA_DIR/tickets/tickets.db."),
     Setting("OSPREY_INGEST_DB_URL", "", "SQLAlchemy URL of the intake ledger; empty: SQLite in DATA_DIR/ingest/ingest.db."),
     Setting("OSPREY_RAW_STORE", "", "Folder of the content-addressed raw mail store; empty: DATA_DIR/ingest/raw."),
-    Setting("OSPREY_MAX_MAIL_BYTES", str(100 * 1024 * 1024), "Largest mail osprey-mailgate accepts (bytes); larger mail is refused with exit 69 so the MTA bounces it to its sender."),
+    Setting("OSPREY_MAX_MAIL_BYTES", str(64 * 1024 * 1024), "Largest mail osprey-mailgate accepts (bytes); larger mail is refused with exit 69 so the MTA bounces it to its sender. Keep it under a third of the broker's max_message_size (RabbitMQ: 128 MiB): raw bytes cross RPC base64-encoded."),
     Setting("OSPREY_MAX_BODY_CHARS", str(1024 * 1024), "Body text kept per article for display and search; the raw original always stays whole."),
     Setting("OSPREY_MAILGATE_TIMEOUT", "30", "Seconds osprey-mailgate waits for the broker's confirm before exiting 75 (EX_TEMPFAIL)."),
     Setting("OSPREY_RPC_TIMEOUT", "30", "Seconds the gateway and CLI wait for a service's RPC reply."),
