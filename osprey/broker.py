@@ -125,9 +125,21 @@ class RabbitNode:
                 self.proc.wait()
         self.kill_epmd()
 
-    def kill_epmd(self) -> None:
-        subprocess.run(["epmd", "-port", str(self.epmd_port), "-kill"], env=self.env(),
-                       capture_output=True, timeout=10)
+    def kill_epmd(self, timeout: float = 10.0) -> None:
+        """Stop the node's private epmd (it daemonises, so it outlives the node).
+        epmd refuses ``-kill`` while it still lists a node, and a killed node is
+        unlisted only once epmd has noticed: retry until epmd is gone, else a
+        restarted node finds its name "in use" and exits."""
+        env = self.env()
+        deadline = time.monotonic() + timeout
+        while True:
+            subprocess.run(["epmd", "-port", str(self.epmd_port), "-kill"], env=env,
+                           capture_output=True, timeout=10)
+            alive = subprocess.run(["epmd", "-port", str(self.epmd_port), "-names"], env=env,
+                                   capture_output=True, timeout=10).returncode == 0
+            if not alive or time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
 
     def kill(self) -> None:
         """SIGKILL the node (a broker crash); its state folder stays for ``start``."""

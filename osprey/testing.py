@@ -73,6 +73,18 @@ class Stack:
         self.wait_ready(timeout)
         return self
 
+    def crash_broker(self) -> None:
+        """SIGKILL the broker node (its state stays)."""
+        self.broker.kill()
+
+    def start_broker(self, timeout: float = 90) -> None:
+        """Start the same node again, on the same ports, with the same state."""
+        with open(self.log_path("rabbitmq"), "ab") as log:
+            try:
+                self.broker.start(timeout=timeout, log=log)
+            except Exception as exc:
+                raise StackError(f"{exc}\n{self.tail('rabbitmq')}") from exc
+
     def start_service(self, name: str) -> None:
         self._spawn(name, [sys.executable, "-m", "osprey.servicerunner", name])
 

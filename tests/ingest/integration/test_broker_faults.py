@@ -47,10 +47,10 @@ def test_confirmed_mail_survives_a_broker_crash(own_stack, marker):
     raw = make_mail(f"Survivor {marker}", f"kept across a broker crash {marker}")
     assert s.mailgate(raw).returncode == 0
 
-    s.broker.kill()                                   # SIGKILL: no clean shutdown
+    s.crash_broker()                                  # SIGKILL: no clean shutdown
     assert s.mailgate(make_mail("x", "y")).returncode == 75   # down: the MTA must retry
 
-    s.broker.start(timeout=90)                        # same node, same state folder
+    s.start_broker()                                  # same node, same state folder
     s.start_service("ingest")
     record = wait_for(lambda: delivered(s, tok, raw), timeout=120, what="the mail after the crash")
     assert record["deliveries"] == 1
