@@ -271,6 +271,22 @@ def cmd_ticket_show(args) -> int:
     return 0
 
 
+def cmd_queue_add(args) -> int:
+    _print(_call(_rpc(), "tickets", "create_queue", args.name, args.description), args.json)
+    return 0
+
+
+def cmd_queue_list(args) -> int:
+    queues = _call(_rpc(), "tickets", "list_queues", args.as_user)
+    if args.json:
+        print(json.dumps(queues, indent=2))
+    else:
+        for q in queues:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(q["counts"].items())) or "empty"
+            print(f"{q['name']:<20} {q['total']:>6} ticket(s)  ({counts})  {q['description']}")
+    return 0
+
+
 def cmd_tickets(args) -> int:
     result = _call(_rpc(), "tickets", "list_tickets", args.as_user, args.queue, args.state, args.limit, 0)
     if args.json:
@@ -283,8 +299,22 @@ def cmd_tickets(args) -> int:
 
 
 def cmd_intake(args) -> int:
+    if args.raw:
+        blob = _call(_rpc(), "ingest", "get_raw", args.sha256.lower())
+        sys.stdout.buffer.write(contracts.unb64(blob["data"]))
+        return 0
     _print(_call(_rpc(), "ingest", "intake_status", args.sha256.lower()), True)
     return 0
+
+
+def cmd_quarantine_retry(args) -> int:
+    result = _call(_rpc(), "ingest", "retry", args.intake_id.lower(), f"cli:{os.environ.get('USER', 'operator')}")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        where = f"ticket #{result['ticket_id']}" if result["ticket_id"] else result["reason"]
+        print(f"{result['intake_id']}: {result['status']} ({where})")
+    return 0 if result["status"] == contracts.INTAKE_DELIVERED else 1
 
 
 def cmd_quarantine(args) -> int:
@@ -293,7 +323,8 @@ def cmd_quarantine(args) -> int:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
-            print(f"{r['received_at'][:19]}  {r['sha256']}  {r['queue']}  {r['reason']}")
+            print(f"{r['received_at'][:19]}  intake {r['intake_id']}  sha256 {r['sha256']}  {r['queue']}\n"
+                  f"    {r['reason']}")
     return 0
 
 
@@ -366,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("disable", cmd_user_disable, "disable a user (logins and tokens stop working)", user).add_argument("username")
     add("enable", cmd_user_enable, "enable a disabled user", user).add_argument("username")
 
+    queue = sub.add_parser("queue", help="queues").add_subparsers(dest="sub", required=True)
+    sp = add("add", cmd_queue_add, "create a queue", queue)
+    sp.add_argument("name")
+    sp.add_argument("--description", default="")
+    add("list", cmd_queue_list, "queues with ticket counts per state", queue).add_argument(
+        "--as", dest="as_user", default="admin", help="act as this user (default admin)")
+
     token = sub.add_parser("token", help="API bearer tokens").add_subparsers(dest="sub", required=True)
     sp = add("create", cmd_token_create, "create a token for a user (printed once)", token)
     sp.add_argument("--user", required=True)
@@ -387,9 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             sp.add_argument("id", type=int)
 
-    add("intake", cmd_intake, "what became of a delivered mail, by its sha256").add_argument("sha256")
-    add("quarantine", cmd_quarantine, "list quarantined mail with the reasons").add_argument(
-        "--limit", type=int, default=100)
+    sp = add("intake", cmd_intake, "what became of a delivered mail, by its sha256")
+    sp.add_argument("sha256")
+    sp.add_argument("--raw", action="store_true", help="write the stored bytes to stdout instead")
+    sp = add("quarantine", cmd_quarantine, "list quarantined mail with the reasons; `retry ID` processes one again")
+    sp.add_argument("--limit", type=int, default=100)
+    qsub = sp.add_subparsers(dest="sub")
+    add("retry", cmd_quarantine_retry, "process a quarantined mail again (by its intake id)", qsub).add_argument(
+        "intake_id")
     return p
 
 

@@ -16,6 +16,8 @@ SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 class ApiError(Exception):
+    TITLES = {400: "bad request", 403: "forbidden", 404: "not found"}
+
     def __init__(self, status: int, detail: str):
         self.status, self.detail = status, detail
 
@@ -138,10 +140,7 @@ async def intake_status(request: Request):
       200: {description: "{sha256, size, stored, intakes: [{status, reason, ticket_id, article_id, deliveries, ...}]}"}
       404: {description: no mail with these bytes was delivered}
     """
-    sha256 = request.path_params["sha256"]
-    if not SHA_RE.match(sha256):
-        raise ApiError(400, "a sha256 is 64 hex digits")
-    return JSONResponse(await request.app.state.rpc.call("ingest", "intake_status", sha256.lower()))
+    return JSONResponse(await request.app.state.rpc.call("ingest", "intake_status", _sha(request)))
 
 
 async def list_intake(request: Request):
@@ -156,6 +155,39 @@ async def list_intake(request: Request):
     p = request.query_params
     return JSONResponse(await request.app.state.rpc.call("ingest", "list_intake", p.get("status"),
                                                          p.get("limit", 100), p.get("offset", 0)))
+
+
+async def intake_raw(request: Request):
+    """
+    summary: The stored bytes of a delivered mail (also a quarantined one), byte-exact.
+    responses:
+      200: {description: the raw bytes}
+      404: {description: no such mail}
+    """
+    return await downloads.raw_blob(request, _sha(request))
+
+
+async def intake_retry(request: Request):
+    """
+    summary: Process a quarantined mail again from its stored bytes (administrators).
+    responses:
+      200: {description: the new outcome of that delivery}
+      400: {description: it is not quarantined}
+      403: {description: not an administrator}
+    """
+    intake_id = request.path_params["intake_id"]
+    if not SHA_RE.match(intake_id):
+        raise ApiError(400, "an intake id is 64 hex digits")
+    if not request.state.user.get("is_admin"):
+        raise ApiError(403, "only administrators re-process quarantined mail")
+    return JSONResponse(await request.app.state.rpc.call("ingest", "retry", intake_id.lower(), actor(request)))
+
+
+def _sha(request: Request) -> str:
+    sha256 = request.path_params["sha256"]
+    if not SHA_RE.match(sha256):
+        raise ApiError(400, "a sha256 is 64 hex digits")
+    return sha256.lower()
 
 
 async def healthz(request: Request):

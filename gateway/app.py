@@ -37,6 +37,8 @@ api_routes = [
     Route("/queues", api.list_queues),
     Route("/intake", api.list_intake),
     Route("/intake/{sha256}", api.intake_status),
+    Route("/intake/{sha256}/raw", api.intake_raw),
+    Route("/intake/{intake_id}/retry", api.intake_retry, methods=["POST"]),
     Route("/healthz", api.healthz),
     Route("/readyz", api.readyz),
     Route("/openapi.json", api.openapi, include_in_schema=False),
@@ -53,6 +55,8 @@ routes = [
     Route("/search", pages.search),
     Route("/intake", pages.intake_log),
     Route("/intake/{sha256}", pages.intake_detail),
+    Route("/intake/{sha256}/raw", pages.intake_raw),
+    Route("/intake/{intake_id}/retry", pages.intake_retry, methods=["POST"]),
     Route("/healthz", api.healthz, include_in_schema=False),
     Route("/readyz", api.readyz, include_in_schema=False),
     Mount("/api/v1", routes=api_routes),
@@ -97,7 +101,12 @@ async def remote_error(request: Request, exc: Exception):
 
 
 async def api_error(request: Request, exc: api.ApiError):
-    return JSONResponse({"error": "bad request", "detail": exc.detail}, status_code=exc.status)
+    if not _wants_json(request):
+        if not hasattr(request.state, "user"):
+            request.state.user = None
+        return pages.render(request, "error.html", status_code=exc.status, status=exc.status, detail=exc.detail)
+    return JSONResponse({"error": api.ApiError.TITLES.get(exc.status, "error"), "detail": exc.detail},
+                        status_code=exc.status)
 
 
 async def not_found(request: Request, exc: Exception):

@@ -26,6 +26,13 @@ async def raw_article(request: Request, article_id) -> Response:
         "X-Osprey-SHA256": contracts.sha256_hex(data)})
 
 
+async def raw_blob(request: Request, sha256: str) -> Response:
+    blob = await request.app.state.rpc.call("ingest", "get_raw", sha256)
+    data = contracts.unb64(blob["data"])
+    return Response(data, media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="{sha256}.eml"', "X-Osprey-SHA256": contracts.sha256_hex(data)})
+
+
 async def attachment(request: Request, attachment_id) -> Response:
     rpc = request.app.state.rpc
     att = await rpc.call("tickets", "get_attachment", request.state.user["username"], attachment_id)

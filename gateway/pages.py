@@ -12,7 +12,7 @@ from starlette.templating import Jinja2Templates
 
 from osprey.config import settings
 
-from . import downloads
+from . import api, downloads
 from .sanitize import clean_html, highlight
 from .security import csrf_token
 
@@ -105,6 +105,19 @@ async def intake_log(request: Request):
 async def intake_detail(request: Request):
     info = await request.app.state.rpc.call("ingest", "intake_status", request.path_params["sha256"].lower())
     return render(request, "intake_detail.html", info=info)
+
+
+async def intake_raw(request: Request):
+    return await downloads.raw_blob(request, api._sha(request))
+
+
+async def intake_retry(request: Request):
+    user = request.state.user
+    intake_id = request.path_params["intake_id"]
+    if not user.get("is_admin") or not api.SHA_RE.match(intake_id):
+        raise api.ApiError(403, "only administrators re-process quarantined mail")
+    result = await request.app.state.rpc.call("ingest", "retry", intake_id.lower(), user["username"])
+    return RedirectResponse(f"/intake/{result['sha256']}", status_code=303)
 
 
 async def raw_article(request: Request):

@@ -40,10 +40,32 @@ class IngestService:
             intake_row, _new = pipeline.receive(session, self.store, delivery)
             if intake_row.status != contracts.INTAKE_RECEIVED:
                 return intake_row.as_dict()  # already delivered or quarantined
-            s = settings()
-            ctx = pipeline.Context(intake=intake_row, raw=delivery.raw, tickets=self.tickets,
-                                   ticket_tag=s.ticket_tag, max_body_chars=s.max_body_chars)
-            return pipeline.process(session, ctx).as_dict()
+            return self._process(session, intake_row, delivery.raw)
+
+    def _process(self, session, intake_row, raw):
+        s = settings()
+        ctx = pipeline.Context(intake=intake_row, raw=raw, tickets=self.tickets,
+                               ticket_tag=s.ticket_tag, max_body_chars=s.max_body_chars)
+        return pipeline.process(session, ctx).as_dict()
+
+    @api
+    def retry(self, intake_id, actor=None):
+        """Process a quarantined mail again (after a fix, or after its queue was made),
+        from the stored raw bytes. Returns the new outcome."""
+        with self.db.get_session() as session:
+            row = session.get(Intake, str(intake_id))
+            if row is None:
+                raise NotFound(f"no intake {intake_id}")
+            if row.status != contracts.INTAKE_QUARANTINED:
+                raise BadRequest(f"intake {intake_id} is {row.status}, not quarantined")
+            try:
+                raw = self.store.get(row.sha256)
+            except BlobNotFound:
+                raise NotFound(f"the raw mail {row.sha256} is missing from the store") from None
+            log.info("intake %s re-processed by %s (was: %s)", row.id, actor or "an operator", row.reason)
+            row.status, row.reason = contracts.INTAKE_RECEIVED, None
+            session.commit()
+            return self._process(session, row, raw)
 
     @api
     def ping(self):

@@ -10,7 +10,7 @@ from sqlalchemy.orm import joinedload
 from osprey import contracts
 
 from . import search
-from .exceptions import NotFound, UnknownQueue
+from .exceptions import BadRequest, Conflict, NotFound, UnknownQueue
 from .models import Article, Attachment, AuditEntry, OutboxEvent, Queue, Ticket, iso, utcnow
 
 SYSTEM = "system"
@@ -31,6 +31,22 @@ def ensure_queues(session, names) -> None:
         if session.scalars(select(Queue).where(Queue.name == name)).first() is None:
             session.add(Queue(name=name))
             audit(session, None, SYSTEM, "queue_created", queue=name)
+
+
+_QUEUE_NAME = __import__("re").compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+
+
+def create_queue(session, name: str, description: str = "") -> Queue:
+    if not _QUEUE_NAME.match(name or ""):
+        raise BadRequest("a queue name is 1-100 lower-case letters, digits, '.', '_' or '-' "
+                         "(it is also the local part of the queue's mail address)")
+    if session.scalars(select(Queue).where(Queue.name == name)).first() is not None:
+        raise Conflict(f"queue {name!r} exists")
+    queue = Queue(name=name, description=description or "")
+    session.add(queue)
+    session.flush()
+    audit(session, None, SYSTEM, "queue_created", queue=name)
+    return queue
 
 
 def queue_by_name(session, name: str) -> Queue:

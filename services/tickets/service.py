@@ -73,6 +73,14 @@ class TicketsService:
             return records.queue_counts(session)
 
     @api
+    def create_queue(self, name, description=""):
+        """A new queue (operators: osprey queue add)."""
+        with self.db.get_session() as session:
+            records.create_queue(session, name, description)
+            session.commit()
+            return next(q for q in records.queue_counts(session) if q["name"] == name)
+
+    @api
     def list_tickets(self, actor, queue=None, state=None, limit=50, offset=0):
         with self.db.get_session() as session:
             self._actor(session, actor)

@@ -76,3 +76,46 @@ def test_user_commands(stack, marker):
     assert short.returncode == 1 and b"at least 8 characters" in short.stderr
     users = {u["username"]: u for u in run_json(stack, "user", "list")}
     assert users[name]["is_admin"] is False and users["admin"]["is_admin"] is True
+
+
+def test_quarantined_mail_is_processed_again_after_its_queue_exists(stack, api, marker):
+    queue = f"late-{marker}"
+    raw = make_mail(f"Early {marker}", f"for a queue made later {marker}")
+    assert stack.mailgate(raw, "--queue", queue).returncode == 0
+    sha = hashlib.sha256(raw).hexdigest()
+    record = wait_for(lambda: next((r for r in run_json(stack, "quarantine") if r["sha256"] == sha), None),
+                      what="quarantine")
+    assert record["reason"] == f"tickets refused it: UnknownQueue: no queue named '{queue}'"
+
+    # the raw bytes are downloadable, byte-exact, while in quarantine
+    assert stack.cli("intake", sha, "--raw").stdout == raw
+    assert api.get(f"/intake/{sha}/raw").content == raw
+
+    still = stack.cli("quarantine", "retry", record["intake_id"])
+    assert still.returncode == 1 and b"quarantined" in still.stdout
+    assert stack.cli("queue", "add", queue, "--description", "made late").returncode == 0
+    assert queue in [q["name"] for q in run_json(stack, "queue", "list")]
+    done = stack.cli("quarantine", "retry", record["intake_id"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    (after,) = run_json(stack, "intake", sha)["intakes"]
+    assert after["status"] == "delivered" and after["reason"] is None
+    assert run_json(stack, "ticket", str(after["ticket_id"]))["ticket"]["queue"] == queue
+    again = stack.cli("quarantine", "retry", record["intake_id"])
+    assert again.returncode == 1 and b"is delivered, not quarantined" in again.stderr
+
+
+def test_retry_through_the_api_needs_an_administrator(stack, api, marker):
+    raw = make_mail(f"Q {marker}", "x")
+    assert stack.mailgate(raw, "--queue", f"nope-{marker}").returncode == 0
+    sha = hashlib.sha256(raw).hexdigest()
+    wait_for(lambda: api.get(f"/intake/{sha}").status_code == 200 and
+             api.get(f"/intake/{sha}").json()["intakes"][0]["status"] == "quarantined", what="quarantine")
+    intake_id = api.get(f"/intake/{sha}").json()["intakes"][0]["intake_id"]
+    name = f"v{marker}"
+    assert stack.cli("user", "add", name, "--password-stdin", input=b"viewer-password\n").returncode == 0
+    tok = stack.cli("token", "create", "--user", name).stdout.decode().strip()
+    import httpx
+    r = httpx.post(f"{stack.url}/api/v1/intake/{intake_id}/retry", headers={"Authorization": f"Bearer {tok}"})
+    assert r.status_code == 403
+    r = api.post(f"/intake/{intake_id}/retry")
+    assert r.status_code == 200 and r.json()["status"] == "quarantined"   # the queue still does not exist
