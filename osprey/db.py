@@ -60,8 +60,14 @@ def run_migrations(metadata) -> None:
     """The body of every service's ``migrations/env.py``."""
     from alembic import context
 
+    unmanaged = tuple(metadata.info.get("unmanaged_prefixes", ()))
+
+    def include_name(name, type_, _parent):
+        # tables made by raw DDL on purpose (e.g. an FTS5 index and its shadow tables)
+        return not (type_ == "table" and unmanaged and name.startswith(unmanaged))
+
     def run(conn):
-        context.configure(connection=conn, target_metadata=metadata,
+        context.configure(connection=conn, target_metadata=metadata, include_name=include_name,
                           render_as_batch=conn.dialect.name == "sqlite")
         with context.begin_transaction():
             context.run_migrations()

@@ -23,6 +23,8 @@ from typing import Iterator
 
 import nh3
 
+from .autoreply import classify
+
 # At least one of these must be present for bytes to count as a mail.
 _MAIL_HEADERS = ("from", "sender", "to", "subject", "date", "message-id")
 
@@ -56,6 +58,7 @@ class ParsedMail:
     body_truncated: bool
     attachments: list[dict] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+    auto: dict = field(default_factory=dict)      # autoreply.classify
 
 
 def parse_bytes(raw: bytes) -> EmailMessage:
@@ -217,6 +220,7 @@ def parse_mail(raw: bytes, max_body_chars: int) -> ParsedMail:
         body_truncated=truncated,
         attachments=attachments,
         defects=[type(d).__name__ for d in msg.defects],
+        auto=classify(msg),
     )
 
 

@@ -8,7 +8,6 @@ steps in ``STEPS`` in order; a step that finds the mail unusable raises
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -16,6 +15,7 @@ from nameko.exceptions import RemoteError
 
 from osprey import contracts
 
+from . import followup
 from .models import Intake
 from .parse import ParsedMail, Unparseable, parse_mail
 from .rawstore import RawStore
@@ -53,6 +53,7 @@ class Context:
     max_body_chars: int
     mail: ParsedMail | None = None
     ticket_hint: int | None = None
+    threading: dict = field(default_factory=dict)
     result: dict = field(default_factory=dict)
 
 
@@ -91,10 +92,16 @@ def parse(ctx: Context) -> None:
 
 
 def thread(ctx: Context) -> None:
-    """Follow-up detection: a ``[<tag> #N]`` subject tag names the ticket."""
-    rx = re.compile(r"\[\s*" + re.escape(ctx.ticket_tag) + r"\s*#\s*(\d+)\s*\]", re.IGNORECASE)
-    m = rx.search(ctx.mail.subject)
-    ctx.ticket_hint = int(m.group(1)) if m else None
+    """Follow-up detection (followup.py): the candidates, in order; tickets decides."""
+    mail = ctx.mail
+    ctx.ticket_hint = followup.ticket_tag(mail.subject, ctx.ticket_tag)
+    ctx.threading = {
+        "referenced_ids": followup.referenced_ids(mail.in_reply_to, mail.references, mail.auto.get("bounce_of")),
+        "external_refs": followup.external_refs(mail.subject, ctx.ticket_tag),
+        "sender_domain": followup.sender_domain(mail.sender_address),
+        "content_hash": followup.content_hash(mail.subject, mail.body_text, mail.body_html,
+                                              [a["sha256"] for a in mail.attachments]),
+    }
 
 
 def deliver(ctx: Context) -> None:
@@ -107,6 +114,7 @@ def deliver(ctx: Context) -> None:
         "raw_sha256": ctx.intake.sha256,
         "raw_size": ctx.intake.size,
         "ticket_hint": ctx.ticket_hint,
+        **ctx.threading,
         **asdict(ctx.mail),
     }
     try:

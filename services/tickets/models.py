@@ -29,6 +29,10 @@ class Base(DeclarativeBase):
     pass
 
 
+# the search index's FTS5 tables are raw DDL in the migrations, not models
+Base.metadata.info["unmanaged_prefixes"] = ("article_fts",)
+
+
 class Queue(Base):
     __tablename__ = "queue"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -67,6 +71,11 @@ class Article(Base):
     body_text: Mapped[str] = mapped_column(Text, default="")
     body_html: Mapped[str | None] = mapped_column(Text, nullable=True)
     body_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # sha256 over subject, text, HTML and attachment hashes (ingest's followup.content_hash):
+    # with the Message-ID it recognises one mail delivered twice through two aliases
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    # automatic mail: {"automatic": bool, "reasons": [...], "bounce": bool, "bounce_of": id}
+    auto: Mapped[dict] = mapped_column(JSON, default=dict)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     attachments: Mapped[list["Attachment"]] = relationship(order_by="Attachment.id")
 
@@ -91,6 +100,20 @@ class ArticleIP(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     article_id: Mapped[int] = mapped_column(ForeignKey("article.id"), index=True)
     ip: Mapped[bytes] = mapped_column(LargeBinary(16), index=True)
+
+
+class ExternalRef(Base):
+    """Another team's ticket number for this incident (RT, OTRS/Znuny/Zammad,
+    ServiceNow, …), scoped to the domain that sent it: later mail carrying it
+    threads to this ticket."""
+    __tablename__ = "external_ref"
+    __table_args__ = (UniqueConstraint("system", "ref", "sender_domain"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    system: Mapped[str] = mapped_column(String(100))
+    ref: Mapped[str] = mapped_column(String(100))
+    sender_domain: Mapped[str] = mapped_column(String(255))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class AuditEntry(Base):

@@ -11,7 +11,7 @@ from osprey import contracts
 
 from . import search
 from .exceptions import BadRequest, Conflict, NotFound, UnknownQueue
-from .models import Article, Attachment, AuditEntry, OutboxEvent, Queue, Ticket, iso, utcnow
+from .models import Article, Attachment, AuditEntry, ExternalRef, OutboxEvent, Queue, Ticket, iso, utcnow
 
 SYSTEM = "system"
 
@@ -56,17 +56,54 @@ def queue_by_name(session, name: str) -> Queue:
     return queue
 
 
-def add_mail(session, mail: dict) -> dict:
-    """Make an article of one delivered mail: on the ticket its subject tag names,
-    else on a new ticket in its queue. The intake id is the idempotency key: the
-    same delivery applied twice returns the first result with duplicate=True."""
-    existing = session.scalars(select(Article).where(Article.intake_id == mail["intake_id"])).first()
-    if existing is not None:
-        return {"ticket_id": existing.ticket_id, "article_id": existing.id, "created_ticket": False,
-                "duplicate": True}
-    ticket = None
+def find_duplicate(session, mail: dict) -> Article | None:
+    """The article this delivery already is: the same intake id (a redelivery), or
+    the same Message-ID with the same content (one mail through two aliases)."""
+    article = session.scalars(select(Article).where(Article.intake_id == mail["intake_id"])).first()
+    if article is None and mail.get("message_id") and mail.get("content_hash"):
+        article = session.scalars(select(Article).where(Article.message_id == mail["message_id"],
+                                                        Article.content_hash == mail["content_hash"])).first()
+    return article
+
+
+def resolve_ticket(session, mail: dict) -> tuple[Ticket | None, str | None]:
+    """The ticket a mail follows up, and by which rule (ingest's followup.py gives
+    the candidates in order): subject tag, referenced Message-ID, external number."""
     if mail.get("ticket_hint"):
         ticket = session.get(Ticket, int(mail["ticket_hint"]))
+        if ticket is not None:
+            return ticket, "subject tag"
+    ids = [i for i in mail.get("referenced_ids") or [] if i]
+    if ids:
+        rows = session.execute(select(Article.message_id, Article.ticket_id)
+                               .where(Article.message_id.in_(ids))).all()
+        by_id = {mid: tid for mid, tid in rows}
+        for mid in ids:   # nearest ancestor first
+            if mid in by_id:
+                return session.get(Ticket, by_id[mid]), f"references {mid}"
+    domain = mail.get("sender_domain") or ""
+    for ref in mail.get("external_refs") or []:
+        row = session.scalars(select(ExternalRef).where(ExternalRef.system == ref["system"],
+                                                        ExternalRef.ref == ref["ref"],
+                                                        ExternalRef.sender_domain == domain)).first()
+        if row is not None:
+            return session.get(Ticket, row.ticket_id), f"{ref['system']} number {ref['ref']}"
+    return None, None
+
+
+def add_mail(session, mail: dict) -> dict:
+    """Make an article of one delivered mail: on the ticket it follows up
+    (``resolve_ticket``), else on a new ticket in its queue. The intake id is the
+    idempotency key: the same delivery applied twice returns the first result with
+    duplicate=True (so does the same mail arriving through a second alias)."""
+    existing = find_duplicate(session, mail)
+    if existing is not None:
+        if existing.intake_id != mail["intake_id"]:
+            audit(session, existing.ticket_id, SYSTEM, "duplicate_delivery", article_id=existing.id,
+                  intake_id=mail["intake_id"], queue=mail.get("queue"))
+        return {"ticket_id": existing.ticket_id, "article_id": existing.id, "created_ticket": False,
+                "duplicate": True}
+    ticket, rule = resolve_ticket(session, mail)
     created = ticket is None
     if created:
         queue = queue_by_name(session, mail["queue"])
@@ -75,12 +112,14 @@ def add_mail(session, mail: dict) -> dict:
         session.add(ticket)
         session.flush()
         audit(session, ticket.id, SYSTEM, "ticket_created", via=mail.get("source"), intake_id=mail["intake_id"])
+    remember_external_refs(session, ticket, mail)
     article = Article(
         ticket_id=ticket.id, intake_id=mail["intake_id"], direction="in", action=mail.get("action", "correspond"),
         raw_sha256=mail.get("raw_sha256"), raw_size=mail.get("raw_size"), message_id=mail.get("message_id"),
         sender=mail.get("sender") or "", recipients={"to": mail.get("to", []), "cc": mail.get("cc", [])},
         subject=mail.get("subject") or "", date=mail.get("date"), body_text=mail.get("body_text") or "",
         body_html=mail.get("body_html"), body_truncated=bool(mail.get("body_truncated")),
+        content_hash=mail.get("content_hash"), auto=mail.get("auto") or {},
     )
     session.add(article)
     session.flush()
@@ -89,13 +128,26 @@ def add_mail(session, mail: dict) -> dict:
                                content_type=att["content_type"], size=att["size"], sha256=att["sha256"]))
     search.index_article(session, article)
     ticket.updated = utcnow()
-    audit(session, ticket.id, SYSTEM, "article_added", article_id=article.id, intake_id=mail["intake_id"])
+    audit(session, ticket.id, SYSTEM, "article_added", article_id=article.id, intake_id=mail["intake_id"],
+          **({"threaded_by": rule} if rule else {}))
     if created:
         emit(session, contracts.EV_TICKET_CREATED, ticket_id=ticket.id, queue=mail["queue"],
              subject=ticket.subject)
     emit(session, contracts.EV_ARTICLE_ADDED, ticket_id=ticket.id, article_id=article.id,
          raw_sha256=article.raw_sha256)
     return {"ticket_id": ticket.id, "article_id": article.id, "created_ticket": created, "duplicate": False}
+
+
+def remember_external_refs(session, ticket: Ticket, mail: dict) -> None:
+    domain = mail.get("sender_domain") or ""
+    for ref in mail.get("external_refs") or []:
+        exists = session.scalars(select(ExternalRef).where(ExternalRef.system == ref["system"],
+                                                           ExternalRef.ref == ref["ref"],
+                                                           ExternalRef.sender_domain == domain)).first()
+        if exists is None:
+            session.add(ExternalRef(ticket_id=ticket.id, system=ref["system"], ref=ref["ref"], sender_domain=domain))
+            audit(session, ticket.id, SYSTEM, "external_ref_added", system=ref["system"], ref=ref["ref"],
+                  sender_domain=domain)
 
 
 def ticket_dict(ticket: Ticket, articles: int | None = None) -> dict:
@@ -114,7 +166,7 @@ def article_dict(article: Article) -> dict:
         "subject": article.subject, "date": article.date, "created": iso(article.created),
         "body_text": article.body_text, "body_html": article.body_html,
         "body_truncated": article.body_truncated, "raw_sha256": article.raw_sha256,
-        "raw_size": article.raw_size, "intake_id": article.intake_id,
+        "raw_size": article.raw_size, "intake_id": article.intake_id, "auto": article.auto or {},
         "attachments": [{"id": a.id, "part": a.part, "filename": a.filename, "content_type": a.content_type,
                          "size": a.size, "sha256": a.sha256} for a in article.attachments],
     }
@@ -162,6 +214,11 @@ def search_tickets(session, q: str, limit: int) -> list[dict]:
                                                  .where(Ticket.id.in_([h["ticket_id"] for h in hits])))}
     return [{**ticket_dict(tickets[h["ticket_id"]]), "article_id": h["article_id"], "snippet": h["snippet"]}
             for h in hits]
+
+
+def external_refs(session, ticket_id: int) -> list[dict]:
+    rows = session.scalars(select(ExternalRef).where(ExternalRef.ticket_id == ticket_id).order_by(ExternalRef.id))
+    return [{"system": r.system, "ref": r.ref, "sender_domain": r.sender_domain} for r in rows]
 
 
 def history(session, ticket_id: int) -> list[dict]:

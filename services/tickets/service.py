@@ -92,6 +92,7 @@ class TicketsService:
             self._actor(session, actor)
             ticket = records.get_ticket(session, ticket_id)
             out = records.ticket_dict(ticket)
+            out["external_refs"] = records.external_refs(session, ticket.id)
             out["history"] = records.history(session, ticket.id)
             return out
 

@@ -43,7 +43,9 @@ PLAIN = {
     "body_truncated": False,
     "attachments": [],
     "defects": [],
+    "auto": {"automatic": False, "reasons": [], "bounce": False, "bounce_of": None},
 }
+NOT_AUTOMATIC = PLAIN["auto"]
 
 
 def test_plain_text_mail():
@@ -71,6 +73,7 @@ def test_multipart_alternative_gives_text_and_html():
         "body_truncated": False,
         "attachments": [],
         "defects": [],
+        "auto": NOT_AUTOMATIC,
     }
 
 
@@ -93,6 +96,7 @@ def test_html_only_mail_gets_its_text_from_the_html():
         "body_truncated": False,
         "attachments": [],
         "defects": [],
+        "auto": NOT_AUTOMATIC,
     }
 
 
@@ -128,6 +132,7 @@ def test_attachments_are_listed_with_part_numbers_sizes_and_sha256():
              "size": len(SECOND_TEXT), "sha256": sha(SECOND_TEXT)},
         ],
         "defects": [],
+        "auto": NOT_AUTOMATIC,
     }
 
 
@@ -218,6 +223,7 @@ def test_unknown_charset_does_not_raise():
         "body_truncated": False,
         "attachments": [],
         "defects": [],
+        "auto": NOT_AUTOMATIC,
     }
 
 

@@ -168,7 +168,8 @@ def test_mail_becomes_a_ticket(ledger, store, tickets_session):
             "subject": "Phishing site at 192.0.2.15", "date": "2025-11-25T10:15:00+01:00",
             "body_text": "Hello,\n\nthe host 192.0.2.15 serves a phishing kit since 09:00 CET.\n\nRegards, Alice\n",
             "body_html": None, "body_truncated": False, "raw_sha256": sha(PLAIN), "raw_size": len(PLAIN),
-            "intake_id": contracts.intake_id(sha(PLAIN), "general", "correspond"), "attachments": []}
+            "intake_id": contracts.intake_id(sha(PLAIN), "general", "correspond"), "attachments": [],
+            "auto": {"automatic": False, "reasons": [], "bounce": False, "bounce_of": None}}
     assert ledger_rows(ledger)[0]["status"] == "delivered"
 
 
