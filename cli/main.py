@@ -272,7 +272,7 @@ def cmd_ticket_show(args) -> int:
 
 
 def cmd_queue_add(args) -> int:
-    _print(_call(_rpc(), "tickets", "create_queue", args.name, args.description), args.json)
+    _print(_call(_rpc(), "tickets", "create_queue", args.name, args.description, args.followup_policy), args.json)
     return 0
 
 
@@ -401,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("add", cmd_queue_add, "create a queue", queue)
     sp.add_argument("name")
     sp.add_argument("--description", default="")
+    sp.add_argument("--followup-policy", default="new-linked", choices=["new-linked", "accept"],
+                    help="mail naming a ticket of this queue from an address the ticket does not know: "
+                         "a new ticket linked to it (default), or accept it into the ticket")
     add("list", cmd_queue_list, "queues with ticket counts per state", queue).add_argument(
         "--as", dest="as_user", default="admin", help="act as this user (default admin)")
 

@@ -38,6 +38,9 @@ class Queue(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    # a mail that names a ticket of this queue but comes from a stranger to it:
+    # "new-linked" (a new ticket referring to it) or "accept" (joins the ticket)
+    followup_policy: Mapped[str] = mapped_column(String(20), default="new-linked", server_default="new-linked")
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -100,6 +103,18 @@ class ArticleIP(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     article_id: Mapped[int] = mapped_column(ForeignKey("article.id"), index=True)
     ip: Mapped[bytes] = mapped_column(LargeBinary(16), index=True)
+
+
+class Link(Base):
+    """A typed link between two tickets, shown on both (ticket-core issue: parent/child,
+    depends-on, refers-to)."""
+    __tablename__ = "link"
+    __table_args__ = (UniqueConstraint("from_ticket_id", "to_ticket_id", "type"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    from_ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    to_ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    type: Mapped[str] = mapped_column(String(40))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ExternalRef(Base):

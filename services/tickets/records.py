@@ -3,6 +3,7 @@ outbox event, so an event exists if and only if its change was committed."""
 from __future__ import annotations
 
 import uuid
+from email.utils import parseaddr
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
@@ -11,7 +12,7 @@ from osprey import contracts
 
 from . import search
 from .exceptions import BadRequest, Conflict, NotFound, UnknownQueue
-from .models import Article, Attachment, AuditEntry, ExternalRef, OutboxEvent, Queue, Ticket, iso, utcnow
+from .models import Article, Attachment, AuditEntry, ExternalRef, Link, OutboxEvent, Queue, Ticket, iso, utcnow
 
 SYSTEM = "system"
 
@@ -36,13 +37,18 @@ def ensure_queues(session, names) -> None:
 _QUEUE_NAME = __import__("re").compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 
 
-def create_queue(session, name: str, description: str = "") -> Queue:
+FOLLOWUP_POLICIES = ("new-linked", "accept")
+
+
+def create_queue(session, name: str, description: str = "", followup_policy: str = "new-linked") -> Queue:
     if not _QUEUE_NAME.match(name or ""):
         raise BadRequest("a queue name is 1-100 lower-case letters, digits, '.', '_' or '-' "
                          "(it is also the local part of the queue's mail address)")
+    if followup_policy not in FOLLOWUP_POLICIES:
+        raise BadRequest(f"follow-up policy is one of {', '.join(FOLLOWUP_POLICIES)}")
     if session.scalars(select(Queue).where(Queue.name == name)).first() is not None:
         raise Conflict(f"queue {name!r} exists")
-    queue = Queue(name=name, description=description or "")
+    queue = Queue(name=name, description=description or "", followup_policy=followup_policy)
     session.add(queue)
     session.flush()
     audit(session, None, SYSTEM, "queue_created", queue=name)
@@ -66,13 +72,14 @@ def find_duplicate(session, mail: dict) -> Article | None:
     return article
 
 
-def resolve_ticket(session, mail: dict) -> tuple[Ticket | None, str | None]:
-    """The ticket a mail follows up, and by which rule (ingest's followup.py gives
-    the candidates in order): subject tag, referenced Message-ID, external number."""
+def resolve_ticket(session, mail: dict) -> tuple[Ticket | None, tuple[str, str] | None]:
+    """The ticket a mail follows up, and by which rule, (kind, description) (ingest's
+    followup.py gives the candidates in order): subject tag, referenced Message-ID,
+    another team's number."""
     if mail.get("ticket_hint"):
         ticket = session.get(Ticket, int(mail["ticket_hint"]))
         if ticket is not None:
-            return ticket, "subject tag"
+            return ticket, ("tag", "subject tag")
     ids = [i for i in mail.get("referenced_ids") or [] if i]
     if ids:
         rows = session.execute(select(Article.message_id, Article.ticket_id)
@@ -80,14 +87,14 @@ def resolve_ticket(session, mail: dict) -> tuple[Ticket | None, str | None]:
         by_id = {mid: tid for mid, tid in rows}
         for mid in ids:   # nearest ancestor first
             if mid in by_id:
-                return session.get(Ticket, by_id[mid]), f"references {mid}"
+                return session.get(Ticket, by_id[mid]), ("references", f"references {mid}")
     domain = mail.get("sender_domain") or ""
     for ref in mail.get("external_refs") or []:
         row = session.scalars(select(ExternalRef).where(ExternalRef.system == ref["system"],
                                                         ExternalRef.ref == ref["ref"],
                                                         ExternalRef.sender_domain == domain)).first()
         if row is not None:
-            return session.get(Ticket, row.ticket_id), f"{ref['system']} number {ref['ref']}"
+            return session.get(Ticket, row.ticket_id), ("external", f"{ref['system']} number {ref['ref']}")
     return None, None
 
 
@@ -102,8 +109,11 @@ def add_mail(session, mail: dict) -> dict:
             audit(session, existing.ticket_id, SYSTEM, "duplicate_delivery", article_id=existing.id,
                   intake_id=mail["intake_id"], queue=mail.get("queue"))
         return {"ticket_id": existing.ticket_id, "article_id": existing.id, "created_ticket": False,
-                "duplicate": True}
+                "duplicate": True, "held_from_ticket": None}
     ticket, rule = resolve_ticket(session, mail)
+    held_from = None
+    if ticket is not None and not accepts_followup(session, ticket, rule, mail):
+        held_from, ticket, rule = ticket, None, None
     created = ticket is None
     if created:
         queue = queue_by_name(session, mail["queue"])
@@ -112,6 +122,11 @@ def add_mail(session, mail: dict) -> dict:
         session.add(ticket)
         session.flush()
         audit(session, ticket.id, SYSTEM, "ticket_created", via=mail.get("source"), intake_id=mail["intake_id"])
+    if held_from is not None:
+        session.add(Link(from_ticket_id=ticket.id, to_ticket_id=held_from.id, type="refers-to"))
+        for tid, other in ((ticket.id, held_from.id), (held_from.id, ticket.id)):
+            audit(session, tid, SYSTEM, "followup_from_unknown_sender", sender=mail.get("sender_address"),
+                  new_ticket=ticket.id, named_ticket=held_from.id, other_ticket=other)
     remember_external_refs(session, ticket, mail)
     article = Article(
         ticket_id=ticket.id, intake_id=mail["intake_id"], direction="in", action=mail.get("action", "correspond"),
@@ -129,13 +144,39 @@ def add_mail(session, mail: dict) -> dict:
     search.index_article(session, article)
     ticket.updated = utcnow()
     audit(session, ticket.id, SYSTEM, "article_added", article_id=article.id, intake_id=mail["intake_id"],
-          **({"threaded_by": rule} if rule else {}))
+          **({"threaded_by": rule[1]} if rule else {}))
     if created:
         emit(session, contracts.EV_TICKET_CREATED, ticket_id=ticket.id, queue=mail["queue"],
              subject=ticket.subject)
     emit(session, contracts.EV_ARTICLE_ADDED, ticket_id=ticket.id, article_id=article.id,
          raw_sha256=article.raw_sha256)
-    return {"ticket_id": ticket.id, "article_id": article.id, "created_ticket": created, "duplicate": False}
+    return {"ticket_id": ticket.id, "article_id": article.id, "created_ticket": created, "duplicate": False,
+            "held_from_ticket": held_from.id if held_from is not None else None}
+
+
+def correspondents(session, ticket: Ticket) -> set[str]:
+    """Every address the ticket's mail came from or went to (lower-case)."""
+    known = {ticket.requestor.lower()} if ticket.requestor else set()
+    for sender, recipients in session.execute(select(Article.sender, Article.recipients)
+                                              .where(Article.ticket_id == ticket.id)):
+        for value in [sender, *(recipients or {}).get("to", []), *(recipients or {}).get("cc", [])]:
+            address = parseaddr(value or "")[1].lower()
+            if address:
+                known.add(address)
+    return known
+
+
+def accepts_followup(session, ticket: Ticket, rule: tuple[str, str], mail: dict) -> bool:
+    """Does this mail join the ticket it names? Yes from a known correspondent, for a
+    bounce (the returned mail is ours), for another team's number (already scoped to
+    the sender's domain), or where the queue's policy is "accept". Otherwise the mail
+    starts a new ticket linked to the one it names (Zammad issue 5064)."""
+    if ticket.queue.followup_policy == "accept" or rule[0] == "external":
+        return True
+    if (mail.get("auto") or {}).get("bounce"):
+        return True
+    sender = (mail.get("sender_address") or "").lower()
+    return bool(sender) and sender in correspondents(session, ticket)
 
 
 def remember_external_refs(session, ticket: Ticket, mail: dict) -> None:
@@ -203,7 +244,8 @@ def queue_counts(session) -> list[dict]:
     for queue_id, state, n in session.execute(
             select(Ticket.queue_id, Ticket.state, func.count()).group_by(Ticket.queue_id, Ticket.state)):
         counts.setdefault(queue_id, {})[state] = n
-    return [{"id": q.id, "name": q.name, "description": q.description, "counts": counts.get(q.id, {}),
+    return [{"id": q.id, "name": q.name, "description": q.description, "followup_policy": q.followup_policy,
+             "counts": counts.get(q.id, {}),
              "total": sum(counts.get(q.id, {}).values())}
             for q in session.scalars(select(Queue).order_by(Queue.name))]
 
@@ -214,6 +256,18 @@ def search_tickets(session, q: str, limit: int) -> list[dict]:
                                                  .where(Ticket.id.in_([h["ticket_id"] for h in hits])))}
     return [{**ticket_dict(tickets[h["ticket_id"]]), "article_id": h["article_id"], "snippet": h["snippet"]}
             for h in hits]
+
+
+def links(session, ticket_id: int) -> list[dict]:
+    """Both directions: {"type", "direction": "out"|"in", "ticket_id", "subject"}."""
+    out = []
+    for link in session.scalars(select(Link).where((Link.from_ticket_id == ticket_id) | (Link.to_ticket_id == ticket_id))
+                                .order_by(Link.id)):
+        outgoing = link.from_ticket_id == ticket_id
+        other = session.get(Ticket, link.to_ticket_id if outgoing else link.from_ticket_id)
+        out.append({"type": link.type, "direction": "out" if outgoing else "in", "ticket_id": other.id,
+                    "subject": other.subject})
+    return out
 
 
 def external_refs(session, ticket_id: int) -> list[dict]:

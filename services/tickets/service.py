@@ -73,10 +73,10 @@ class TicketsService:
             return records.queue_counts(session)
 
     @api
-    def create_queue(self, name, description=""):
+    def create_queue(self, name, description="", followup_policy="new-linked"):
         """A new queue (operators: osprey queue add)."""
         with self.db.get_session() as session:
-            records.create_queue(session, name, description)
+            records.create_queue(session, name, description, followup_policy)
             session.commit()
             return next(q for q in records.queue_counts(session) if q["name"] == name)
 
@@ -93,6 +93,7 @@ class TicketsService:
             ticket = records.get_ticket(session, ticket_id)
             out = records.ticket_dict(ticket)
             out["external_refs"] = records.external_refs(session, ticket.id)
+            out["links"] = records.links(session, ticket.id)
             out["history"] = records.history(session, ticket.id)
             return out
 

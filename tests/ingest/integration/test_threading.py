@@ -91,3 +91,30 @@ def test_automatic_mail_is_recorded_and_a_bounce_joins_the_bounced_mails_ticket(
     assert articles[-1]["auto"]["bounce"] is True
     assert articles[-1]["auto"]["bounce_of"] == f"<notice-{marker}@csirt.example>"
     assert "mailer daemon" in articles[-1]["auto"]["reasons"]
+
+
+def test_a_stranger_naming_a_ticket_gets_a_new_linked_ticket(stack, api, marker):
+    first = deliver(stack, api, make_mail(f"Incident {marker}", "from the reporter",
+                                          sender="Reporter <reporter@example.net>"))
+    tid = first["ticket_id"]
+    # a known correspondent (the requestor) joins, a stranger does not
+    known = deliver(stack, api, make_mail(f"Re: [Osprey #{tid}] Incident", "more", sender="reporter@example.net"))
+    assert known["ticket_id"] == tid
+    stranger = deliver(stack, api, make_mail(f"Re: [Osprey #{tid}] Incident", "I want in",
+                                             sender="Mallory <mallory@evil.example>"))
+    assert stranger["ticket_id"] != tid
+    new = api.get(f"/tickets/{stranger['ticket_id']}").json()
+    old = api.get(f"/tickets/{tid}").json()
+    assert new["links"] == [{"type": "refers-to", "direction": "out", "ticket_id": tid, "subject": old["subject"]}]
+    assert old["links"] == [{"type": "refers-to", "direction": "in", "ticket_id": new["id"], "subject": new["subject"]}]
+    assert "followup_from_unknown_sender" in [h["action"] for h in old["history"]]
+    assert len(api.get(f"/tickets/{tid}/articles").json()) == 2
+
+
+def test_a_queue_can_accept_followups_from_anyone(stack, api, marker):
+    queue = f"open-{marker}"
+    assert stack.cli("queue", "add", queue, "--followup-policy", "accept").returncode == 0
+    first = deliver(stack, api, make_mail(f"Open {marker}", "x"), "--queue", queue)
+    other = deliver(stack, api, make_mail(f"[Osprey #{first['ticket_id']}] note", "y", sender="x@else.example"),
+                    "--queue", queue)
+    assert other["ticket_id"] == first["ticket_id"]

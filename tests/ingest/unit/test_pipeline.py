@@ -252,6 +252,7 @@ def test_processing_again_after_a_lost_ledger_commit_makes_no_second_article(led
                            ticket_tag="Osprey", max_body_chars=1024 * 1024)
     intake = pipeline.process(ledger, ctx)
     assert (intake.status, intake.ticket_id, intake.article_id) == ("delivered", 1, 1)
-    assert ctx.result == {"ticket_id": 1, "article_id": 1, "created_ticket": False, "duplicate": True}
+    assert ctx.result == {"ticket_id": 1, "article_id": 1, "created_ticket": False, "duplicate": True,
+                          "held_from_ticket": None}
     with tickets_session() as session:
         assert session.scalar(select(func.count()).select_from(Article)) == 1

@@ -48,7 +48,7 @@ def without(row: dict, *keys) -> dict:
 
 def test_add_mail_creates_a_ticket_with_one_article(session):
     assert records.add_mail(session, mail(1)) == {"ticket_id": 1, "article_id": 1, "created_ticket": True,
-                                                  "duplicate": False}
+                                                  "duplicate": False, "held_from_ticket": None}
     session.commit()
     assert without(records.ticket_dict(records.get_ticket(session, 1), articles=1), "created", "updated") == {
         "id": 1, "queue": "general", "subject": "Incident 1", "state": "new", "requestor": "alice@example.net",
@@ -66,7 +66,7 @@ def test_add_mail_twice_with_the_same_intake_id_is_a_duplicate(session):
     records.add_mail(session, mail(1))
     session.commit()
     assert records.add_mail(session, mail(1, subject="changed")) == {
-        "ticket_id": 1, "article_id": 1, "created_ticket": False, "duplicate": True}
+        "ticket_id": 1, "article_id": 1, "created_ticket": False, "duplicate": True, "held_from_ticket": None}
     session.commit()
     assert {m.__name__: count(session, m) for m in (Ticket, Article, Attachment, ArticleIP, OutboxEvent)} == {
         "Ticket": 1, "Article": 1, "Attachment": 1, "ArticleIP": 1, "OutboxEvent": 2}
@@ -106,7 +106,7 @@ def test_add_mail_writes_outbox_events_with_schema_and_event_id(session):
 def test_follow_up_adds_an_article_and_only_an_article_added_event(session):
     records.add_mail(session, mail(1))
     assert records.add_mail(session, mail(2, ticket_hint=1)) == {
-        "ticket_id": 1, "article_id": 2, "created_ticket": False, "duplicate": False}
+        "ticket_id": 1, "article_id": 2, "created_ticket": False, "duplicate": False, "held_from_ticket": None}
     session.commit()
     assert [(e.event_type, e.payload["article_id"] if "article_id" in e.payload else None)
             for e in records.pending_events(session)] == [
@@ -117,7 +117,7 @@ def test_follow_up_adds_an_article_and_only_an_article_added_event(session):
 
 def test_ticket_hint_for_a_missing_ticket_opens_a_new_ticket(session):
     assert records.add_mail(session, mail(1, ticket_hint=99)) == {
-        "ticket_id": 1, "article_id": 1, "created_ticket": True, "duplicate": False}
+        "ticket_id": 1, "article_id": 1, "created_ticket": True, "duplicate": False, "held_from_ticket": None}
 
 
 def test_mail_without_subject_or_sender_address(session):
@@ -147,15 +147,15 @@ def test_queue_counts(session):
     records.get_ticket(session, 2).state = "open"
     session.commit()
     assert records.queue_counts(session) == [
-        {"id": 2, "name": "abuse", "description": "", "counts": {"new": 1}, "total": 1},
-        {"id": 1, "name": "general", "description": "", "counts": {"new": 2, "open": 1}, "total": 3},
+        {"id": 2, "name": "abuse", "description": "", "followup_policy": "new-linked", "counts": {"new": 1}, "total": 1},
+        {"id": 1, "name": "general", "description": "", "followup_policy": "new-linked", "counts": {"new": 2, "open": 1}, "total": 3},
     ]
 
 
 def test_queue_counts_with_no_tickets(session):
     assert records.queue_counts(session) == [
-        {"id": 2, "name": "abuse", "description": "", "counts": {}, "total": 0},
-        {"id": 1, "name": "general", "description": "", "counts": {}, "total": 0},
+        {"id": 2, "name": "abuse", "description": "", "followup_policy": "new-linked", "counts": {}, "total": 0},
+        {"id": 1, "name": "general", "description": "", "followup_policy": "new-linked", "counts": {}, "total": 0},
     ]
 
 

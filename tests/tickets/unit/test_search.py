@@ -26,7 +26,8 @@ def session(tmp_path_factory):
     with make_session() as session:
         for n, (hint, subject, body) in enumerate(ARTICLES, start=1):
             records.add_mail(session, {"intake_id": f"{n:064x}", "queue": "general", "ticket_hint": hint,
-                                       "subject": subject, "body_text": body, "sender": "a@example.net"})
+                                       "subject": subject, "body_text": body, "sender": "a@example.net",
+                                       "sender_address": "a@example.net"})
         session.commit()
         yield session
     engine.dispose()
