@@ -1,23 +1,28 @@
 """Ingest throughput, end to end, and its single-core parse ceiling.
 
-N generated, realistic abuse-report mails go through the real path: the
-``osprey-mailgate`` MTA pipe (one process per mail, as an MTA runs it, several in
-parallel) → RabbitMQ intake queue → ingest (raw store, ledger, parse) → tickets
-(article + search index) → searchable through the gateway. Printed:
+N generated, realistic abuse-report mails go through the real path: an intake
+front end → RabbitMQ intake queue → ingest (raw store, ledger, parse) → tickets
+(article + search index) → searchable through the gateway. The front end
+(``--via``) is the ``osprey-mailgate`` MTA pipe (one process per mail, as an MTA
+runs it, several in parallel), the ``osprey-lmtp`` listener (one long-running
+process, fed over N parallel LMTP connections that each carry many mails, as an
+MTA's LMTP client does), or both, one after the other on other mails. Printed:
 
-* mailgate hand-off rate: mails/s until every pipe exited 0, and per-pipe latency;
-* end to end: first pipe started → last mail delivered and searchable, mails/s;
+* hand-off rate: mails/s until every pipe exited 0 / every LMTP transaction got
+  its 250, and the latency per mail;
+* end to end: first mail handed over → last mail delivered and searchable, mails/s;
 * verification: every mail delivered exactly once (one intake, one delivery, its
-  own ticket; ticket count == N; a sample found by its unique word);
-* diagnostic (``--direct``, on by default): other mails handed over by the
-  mailgate's own ``publish()`` called in this process, i.e. the same path without
-  a Python process per mail, to show what broker → ingest → tickets sustain;
-* CPU seconds by component for both runs (the mailgate pipes, rabbitmq, each
-  service, the gateway, and other processes on the machine);
+  own ticket; ticket count as expected; a sample found by its unique word);
+* diagnostic (``--direct``, on by default with the mailgate): other mails handed
+  over by ``services.ingest.publisher.publish()`` called in this process, i.e. the
+  mailgate's path without a Python process per mail;
+* CPU seconds by component for each run (the pipes or the LMTP listener, rabbitmq,
+  each service, the gateway, and other processes on the machine);
 * the ceiling, on the same mails in this process on one core: Python's ``email``
   package (parse + walk every part) and Osprey's own ``parse_mail``.
 
     cd /work/main && .venv/bin/python bench/ingest.py [-n 500] [--concurrency 8]
+    cd /work/main && .venv/bin/python bench/ingest.py --via lmtp --feeders 4 [-n 1000]
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ import email
 import email.policy
 import os
 import random
+import smtplib
+import subprocess
 import sys
 import threading
 import time
@@ -61,6 +68,99 @@ def pipe_one(stack, raw: bytes, retries: int, timeout: float) -> dict:
         time.sleep(0.5)
     return {"start": start, "end": time.perf_counter(), "codes": codes,
             "last": time.perf_counter() - t}
+
+
+LMTP_RCPT = "general@csirt.example"
+
+
+class LmtpFeeders:
+    """The MTA side of LMTP: one connection per feeder thread, reused for every mail
+    it carries (an MTA's LMTP connection cache); a 451 is retried like an MTA would."""
+
+    def __init__(self, port: int, retries: int):
+        self.port = port
+        self.retries = retries
+        self.local = threading.local()
+        self.clients: list[smtplib.LMTP] = []
+        self.lock = threading.Lock()
+
+    def _client(self) -> smtplib.LMTP:
+        client = getattr(self.local, "client", None)
+        if client is None:
+            client = smtplib.LMTP("127.0.0.1", self.port, timeout=120)
+            client.ehlo("bench.feeder")
+            self.local.client = client
+            with self.lock:
+                self.clients.append(client)
+        return client
+
+    def _drop(self) -> None:
+        client, self.local.client = getattr(self.local, "client", None), None
+        if client is not None:
+            try:
+                client.close()
+            except OSError:
+                pass
+
+    def send(self, raw: bytes) -> dict:
+        start = t = time.perf_counter()
+        codes = []
+        for _attempt in range(self.retries + 1):
+            if STOPPING.is_set():
+                codes.append(-1)
+                break
+            t = time.perf_counter()
+            try:
+                client = self._client()
+                client.mail("bounces@feeder.example")
+                code, _ = client.rcpt(LMTP_RCPT)
+                if code == 250:
+                    code, msg = client.data(raw)
+                else:
+                    msg = b"RCPT refused"
+                    client.rset()
+            except (smtplib.SMTPException, OSError) as exc:
+                code, msg = -2, str(exc).encode()
+                self._drop()
+            codes.append(code)
+            if code == 250:
+                break
+            print(f"  LMTP {code} after {time.perf_counter() - t:.1f}s: {msg.decode(errors='replace')[:300]}",
+                  file=sys.stderr)
+            time.sleep(0.5)
+        return {"start": start, "end": time.perf_counter(), "codes": [0 if c == 250 else c for c in codes],
+                "last": time.perf_counter() - t}
+
+    def close(self) -> None:
+        for client in self.clients:
+            try:
+                client.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+
+
+def start_listener(stack, port: int) -> None:
+    """``osprey-lmtp`` as the deployment runs it, one more process of the stack (so
+    its CPU is counted and ``stack.stop()`` stops it)."""
+    import socket
+
+    from osprey.testing import BIN
+    log = open(stack.log_path("lmtp"), "ab")
+    proc = subprocess.Popen([str(BIN / "osprey-lmtp"), "--port", str(port)], env=stack.env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    stack.procs["lmtp"] = proc
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"osprey-lmtp exited {proc.returncode}:\n{stack.tail('lmtp')}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"osprey-lmtp not listening after 30s:\n{stack.tail('lmtp')}")
+            time.sleep(0.1)
 
 
 def mailgate_floor(stack, n: int = 5) -> float:
@@ -244,24 +344,43 @@ def verify(api: Api, mails, expected_total: int, sample_size: int) -> dict:
             "search_ok": search_ok, "sample": len(sample)}
 
 
-def run_all(stack, mails, direct_mails, args) -> dict:
+def run_all(stack, corpora: dict, args) -> dict:
     api = Api(stack)
     assert api.total_tickets() == 0, "a fresh stack has tickets"
-    floor = mailgate_floor(stack)
-    print(f"mailgate process floor (`osprey-mailgate --help`: interpreter and imports, no broker): "
-          f"{floor * 1000:.0f} ms median")
+    out, expected = {"gate": None, "direct": None, "lmtp": None}, 0
 
-    # 1. the real path: one osprey-mailgate process per mail, as an MTA runs it
-    gate = deliver(stack, api, mails, lambda raw: pipe_one(stack, raw, args.retries, args.mailgate_timeout),
-                   args.concurrency, args, "end to end through osprey-mailgate")
-    gate["floor"] = floor
-    gate["verify"] = verify(api, mails, len(mails), args.sample)
+    # 1. the real pipe: one osprey-mailgate process per mail, as an MTA runs it
+    if "mailgate" in corpora:
+        mails = corpora["mailgate"]
+        floor = mailgate_floor(stack)
+        print(f"mailgate process floor (`osprey-mailgate --help`: interpreter and imports, no broker): "
+              f"{floor * 1000:.0f} ms median")
+        gate = deliver(stack, api, mails, lambda raw: pipe_one(stack, raw, args.retries, args.mailgate_timeout),
+                       args.concurrency, args, "end to end through osprey-mailgate")
+        gate["floor"] = floor
+        expected += len(mails)
+        gate["verify"] = verify(api, mails, expected, args.sample)
+        out["gate"] = gate
 
-    # 2. the same path without a process per mail: the mailgate's own publish()
-    # called in this process, to show what broker → ingest → tickets sustain
-    direct = None
-    if direct_mails:
-        from services.ingest.mailgate import publish
+    # 2. the LMTP listener: one process, fed over N LMTP connections
+    if "lmtp" in corpora:
+        mails = corpora["lmtp"]
+        start_listener(stack, args.lmtp_port)
+        feeders = LmtpFeeders(args.lmtp_port, args.retries)
+        try:
+            lmtp = deliver(stack, api, mails, feeders.send, args.feeders, args,
+                           f"end to end through osprey-lmtp, {args.feeders} LMTP connection(s)")
+        finally:
+            feeders.close()
+        expected += len(mails)
+        lmtp["verify"] = verify(api, mails, expected, args.sample)
+        out["lmtp"] = lmtp
+
+    # 3. the mailgate's path without a process per mail: publisher.publish() called
+    # in this process, to show what broker → ingest → tickets sustain
+    if corpora.get("direct"):
+        from services.ingest.publisher import publish
+        direct_mails = corpora["direct"]
 
         def publish_one(raw: bytes) -> dict:
             start = t = time.perf_counter()
@@ -282,16 +401,23 @@ def run_all(stack, mails, direct_mails, args) -> dict:
             return {"start": start, "end": time.perf_counter(), "codes": codes, "last": time.perf_counter() - t}
 
         direct = deliver(stack, api, direct_mails, publish_one, args.concurrency, args,
-                         "diagnostic: mailgate.publish() in-process, no process per mail")
-        direct["verify"] = verify(api, direct_mails, len(mails) + len(direct_mails), args.sample)
+                         "diagnostic: publisher.publish() in-process, no process per mail")
+        expected += len(direct_mails)
+        direct["verify"] = verify(api, direct_mails, expected, args.sample)
+        out["direct"] = direct
     api.client.close()
-    return {"gate": gate, "direct": direct}
+    return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", "--mails", type=int, default=500, help="mails to generate and deliver (default 500)")
+    ap.add_argument("--via", choices=["mailgate", "lmtp", "both"], default="mailgate",
+                    help="intake front end: the osprey-mailgate pipe, the osprey-lmtp listener, or both one after "
+                         "the other on different mails (default mailgate)")
     ap.add_argument("--concurrency", type=int, default=8, help="parallel osprey-mailgate processes (default 8)")
+    ap.add_argument("--feeders", type=int, default=4,
+                    help="parallel LMTP connections into osprey-lmtp, each reused for many mails (default 4)")
     ap.add_argument("--seed", type=int, default=1, help="RNG seed of the generated mails (default 1)")
     ap.add_argument("--sample", type=int, default=25, help="mails verified by searching their word (default 25)")
     ap.add_argument("--poll", type=float, default=0.1, help="seconds between delivery polls (default 0.1)")
@@ -303,37 +429,45 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-ceiling", action="store_true", help="only the end-to-end run")
     ap.add_argument("--keep", action="store_true", help="keep the stack's folder (logs, databases)")
     ap.add_argument("--direct", type=int, default=None,
-                    help="mails for the diagnostic phase that calls the mailgate's publish() in-process, "
-                         "without a process per mail (default: as many as -n; 0 skips it)")
+                    help="mails for the diagnostic phase that calls publisher.publish() in-process, "
+                         "without a process per mail (default: as many as -n with the mailgate, else 0; 0 skips it)")
     args = ap.parse_args(argv)
-    n_direct = args.mails if args.direct is None else args.direct
+    vias = ["mailgate", "lmtp"] if args.via == "both" else [args.via]
+    n_direct = (args.mails if "mailgate" in vias else 0) if args.direct is None else args.direct
 
     print_machine("bench/ingest.py")
     t = time.perf_counter()
-    mails = generate_mails(args.mails, args.seed)
-    direct_mails = generate_mails(n_direct, args.seed + 1000) if n_direct else []
+    # the first front end gets the seed's corpus; others get their own (the same
+    # bytes again would only be recognised as a repeated delivery)
+    seeds = {"mailgate": args.seed, "lmtp": args.seed if vias == ["lmtp"] else args.seed + 2000,
+             "direct": args.seed + 1000}
+    corpora = {via: generate_mails(args.mails, seeds[via]) for via in vias}
+    if n_direct:
+        corpora["direct"] = generate_mails(n_direct, seeds["direct"])
+    mails = corpora[vias[0]]
     total_mb = sum(len(m.raw) for m in mails) / 1e6
-    print(f"corpus (seed {args.seed}, generated in {time.perf_counter() - t:.1f}s): {describe_mails(mails)}")
-    if direct_mails:
-        print(f"diagnostic corpus (seed {args.seed + 1000}): {describe_mails(direct_mails)}")
+    for name, corpus in corpora.items():
+        print(f"{name} corpus (seed {seeds[name]}, generated in {time.perf_counter() - t:.1f}s): "
+              f"{describe_mails(corpus)}")
     sys.stdout.flush()
 
+    from osprey.broker import free_port
+    args.lmtp_port = free_port()
     with running_stack(keep=args.keep) as stack:
         check_quiet()
-        res = run_all(stack, mails, direct_mails, args)
+        res = run_all(stack, corpora, args)
     ceil = None if args.skip_ceiling else ceilings(mails, args.ceiling_seconds)
 
-    gate, direct = res["gate"], res["direct"]
-    n, lat = gate["n"], gate["lat"]
-    e2e = n / gate["wall"] if gate["delivered"] else float("nan")
-    handoff = (n - gate["failed"]) / gate["handoff_wall"]
+    gate, lmtp, direct = res["gate"], res["lmtp"], res["direct"]
     ncpu = len(os.sched_getaffinity(0))
 
     def per_mail(cpu: dict, count: int) -> str:
         pipes = cpu.get("bench children", 0) + cpu.get("bench (this process)", 0)
         down = sum(cpu.get(k, 0) for k in ("rabbitmq", "ingest", "tickets", "gateway", "crypto", "enrich",
                                            "notify"))
-        return (f"hand-off side {pipes / count * 1000:.0f} ms, rabbitmq+services {down / count * 1000:.0f} ms "
+        listener = (f"LMTP listener {cpu['lmtp'] / count * 1000:.1f} ms, feeders+polling "
+                    if "lmtp" in cpu else "hand-off side ")
+        return (f"{listener}{pipes / count * 1000:.0f} ms, rabbitmq+services {down / count * 1000:.0f} ms "
                 f"(ingest {cpu.get('ingest', 0) / count * 1000:.0f}, "
                 f"tickets {cpu.get('tickets', 0) / count * 1000:.0f}, "
                 f"rabbitmq {cpu.get('rabbitmq', 0) / count * 1000:.0f}); other processes on the machine "
@@ -347,21 +481,43 @@ def main(argv=None) -> int:
 
     print("\n" + "=" * 100)
     print("SUMMARY bench/ingest.py")
-    print(f"  mails                    {n} ({total_mb:.2f} MB, seed {args.seed}), "
-          f"{args.concurrency} parallel osprey-mailgate pipes, {ncpu} cores")
-    print(f"  mailgate hand-off        {handoff:7.1f} mails/s  ({n - gate['failed']}/{n} pipes exited 0 in "
-          f"{gate['handoff_wall']:.1f}s; {gate['retried']} retried, {gate['failed']} failed)")
-    print(f"  mailgate latency         p50 {pct(lat, 50) * 1000:.0f} ms  p95 {pct(lat, 95) * 1000:.0f} ms  "
-          f"max {max(lat) * 1000:.0f} ms  (process floor, --help: {gate['floor'] * 1000:.0f} ms)")
-    print(f"  end to end               {e2e:7.1f} mails/s  ({gate['wall']:.1f}s first pipe start → last mail "
-          f"delivered and searchable, {gate['lag']:.2f}s after the last pipe exited; "
-          f"{total_mb / gate['wall']:.2f} MB/s)")
-    print(f"  CPU per mail             {per_mail(gate['cpu'], n)}")
-    print(f"  exactly once             {verdict(gate['verify'])}")
+    print(f"  mails                    {len(mails)} per front end ({total_mb:.2f} MB, seed {args.seed}), "
+          f"via {args.via}, {ncpu} cores")
+    if gate:
+        n, lat = gate["n"], gate["lat"]
+        e2e = n / gate["wall"] if gate["delivered"] else float("nan")
+        mb = sum(len(m.raw) for m in corpora["mailgate"]) / 1e6
+        print(f"  osprey-mailgate, {args.concurrency} parallel pipes:")
+        print(f"    hand-off               {(n - gate['failed']) / gate['handoff_wall']:7.1f} mails/s  "
+              f"({n - gate['failed']}/{n} pipes exited 0 in {gate['handoff_wall']:.1f}s; {gate['retried']} retried, "
+              f"{gate['failed']} failed)")
+        print(f"    latency per pipe       p50 {pct(lat, 50) * 1000:.0f} ms  p95 {pct(lat, 95) * 1000:.0f} ms  "
+              f"max {max(lat) * 1000:.0f} ms  (process floor, --help: {gate['floor'] * 1000:.0f} ms)")
+        print(f"    end to end             {e2e:7.1f} mails/s  ({gate['wall']:.1f}s first pipe start → last mail "
+              f"delivered and searchable, {gate['lag']:.2f}s after the last pipe exited; "
+              f"{mb / gate['wall']:.2f} MB/s)")
+        print(f"    CPU per mail           {per_mail(gate['cpu'], n)}")
+        print(f"    exactly once           {verdict(gate['verify'])}")
+    if lmtp:
+        n, lat = lmtp["n"], lmtp["lat"]
+        l_e2e = n / lmtp["wall"] if lmtp["delivered"] else float("nan")
+        mb = sum(len(m.raw) for m in corpora["lmtp"]) / 1e6
+        print(f"  osprey-lmtp, {args.feeders} LMTP connection(s), each reused for every mail it carries:")
+        print(f"    hand-off               {(n - lmtp['failed']) / lmtp['handoff_wall']:7.1f} mails/s  "
+              f"({n - lmtp['failed']}/{n} got 250 in {lmtp['handoff_wall']:.1f}s; {lmtp['retried']} retried, "
+              f"{lmtp['failed']} failed)")
+        print(f"    latency per mail       p50 {pct(lat, 50) * 1000:.1f} ms  p95 {pct(lat, 95) * 1000:.1f} ms  "
+              f"max {max(lat) * 1000:.0f} ms  (MAIL FROM → 250 after DATA)")
+        print(f"    end to end             {l_e2e:7.1f} mails/s  ({lmtp['wall']:.1f}s first mail → last mail "
+              f"delivered and searchable, {lmtp['lag']:.2f}s after the last 250; {mb / lmtp['wall']:.2f} MB/s)")
+        print(f"    listener CPU           {lmtp['cpu'].get('lmtp', 0) / n * 1000:.2f} ms per mail "
+              f"({lmtp['cpu'].get('lmtp', 0):.1f} CPU-s for {n} mails)")
+        print(f"    CPU per mail           {per_mail(lmtp['cpu'], n)}")
+        print(f"    exactly once           {verdict(lmtp['verify'])}")
     if direct:
         dn = direct["n"]
         d_e2e = dn / direct["wall"] if direct["delivered"] else float("nan")
-        print(f"  diagnostic, no process per mail (mailgate.publish() in-process, {args.concurrency} threads, "
+        print(f"  diagnostic, no process per mail (publisher.publish() in-process, {args.concurrency} threads, "
               f"{dn} other mails):")
         print(f"    publish                {(dn - direct['failed']) / direct['handoff_wall']:7.1f} mails/s  "
               f"(p50 {pct(direct['lat'], 50) * 1000:.0f} ms, p95 {pct(direct['lat'], 95) * 1000:.0f} ms)")
@@ -374,8 +530,11 @@ def main(argv=None) -> int:
         print(f"  ceiling: email package   {er:7.0f} mails/s  {emb:6.1f} MB/s  (message_from_bytes(policy=default)"
               " + walk/decode every part, one core)")
         print(f"  ceiling: parse_mail      {pr:7.0f} mails/s  {pmb:6.1f} MB/s  (Osprey's ingest parse step, one core)")
-        print(f"  end to end vs ceiling    {e2e / er * 100:.1f}% of the email-package rate, "
-              f"{e2e / pr * 100:.1f}% of parse_mail's")
+        for label, run in (("mailgate", gate), ("lmtp", lmtp)):
+            if run:
+                rate_ = run["n"] / run["wall"] if run["delivered"] else float("nan")
+                print(f"  {label + ' vs ceiling':<24} {rate_ / er * 100:.1f}% of the email-package rate, "
+                      f"{rate_ / pr * 100:.1f}% of parse_mail's")
     print("=" * 100)
     return 0
 

@@ -116,9 +116,11 @@ def cmd_run(args) -> int:
     """Everything under one supervisor (honcho): broker, five services, gateway."""
     s = config.settings()
     s.data_dir.mkdir(parents=True, exist_ok=True)
-    names = ["tickets", "ingest", "crypto", "enrich", "notify", "gateway", "ready"]
+    names = ["tickets", "ingest", "crypto", "enrich", "notify", "gateway", "lmtp", "ready"]
     if s.start_broker:
         names.insert(0, "broker")
+    if s.mail_accounts:   # the poller runs only where mailboxes are configured
+        names.insert(-1, "poller")
     print(f"Osprey: data in {s.data_dir}\n"
           f"Osprey: web UI and API at {s.public_url}  (log in as 'admin'; the password is "
           f"{'OSPREY_ADMIN_PASSWORD' if s.admin_password else 'printed below on first start'})\n"
@@ -160,7 +162,8 @@ def cmd_announce(args) -> int:
              "the password printed once by tickets on the first start (reset: osprey user passwd admin)")
     print(f"\n  Osprey is ready after {time.monotonic() - started:.0f}s: {s.public_url}\n"
           f"  log in as admin with {login}\n"
-          f"  deliver mail: {Path(sys.executable).parent / 'osprey-mailgate'} --queue general < some.eml\n",
+          f"  deliver mail: {Path(sys.executable).parent / 'osprey-mailgate'} --queue general < some.eml\n"
+          f"            or by LMTP to {s.lmtp_host}:{s.lmtp_port} (recipient general@…)\n",
           flush=True)
     while True:
         signal.pause()

@@ -33,9 +33,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OSPREY_TICKETS_DB_URL", "", "SQLAlchemy URL of the tickets database; empty: SQLite in DATA_DIR/tickets/tickets.db."),
     Setting("OSPREY_INGEST_DB_URL", "", "SQLAlchemy URL of the intake ledger; empty: SQLite in DATA_DIR/ingest/ingest.db."),
     Setting("OSPREY_RAW_STORE", "", "Folder of the content-addressed raw mail store; empty: DATA_DIR/ingest/raw."),
-    Setting("OSPREY_MAX_MAIL_BYTES", str(64 * 1024 * 1024), "Largest mail osprey-mailgate accepts (bytes); larger mail is refused with exit 69 so the MTA bounces it to its sender. Keep it under a third of the broker's max_message_size (RabbitMQ: 128 MiB): raw bytes cross RPC base64-encoded."),
+    Setting("OSPREY_MAX_MAIL_BYTES", str(64 * 1024 * 1024), "Largest mail osprey-mailgate and osprey-lmtp accept (bytes); larger mail is refused (exit 69, `552 5.3.4`) so the MTA bounces it to its sender. Keep it under a third of the broker's max_message_size (RabbitMQ: 128 MiB): raw bytes cross RPC base64-encoded."),
     Setting("OSPREY_MAX_BODY_CHARS", str(1024 * 1024), "Body text kept per article for display and search; the raw original always stays whole."),
-    Setting("OSPREY_MAILGATE_TIMEOUT", "30", "Seconds osprey-mailgate waits for the broker's confirm before exiting 75 (EX_TEMPFAIL)."),
+    Setting("OSPREY_MAILGATE_TIMEOUT", "30", "Seconds osprey-mailgate and osprey-lmtp wait for the broker's confirm before giving up with a temporary failure (exit 75, `451 4.3.0`)."),
+    Setting("OSPREY_LMTP_HOST", "127.0.0.1", "Address the LMTP intake listener (`osprey-lmtp`) listens on."),
+    Setting("OSPREY_LMTP_PORT", "2424", "Port of the LMTP intake listener."),
+    Setting("OSPREY_MAIL_ACCOUNTS", "", "YAML file of the IMAP/POP3 mailboxes `osprey-poller` fetches mail from (docs/mail-accounts.md); empty: none, the poller idles."),
+    Setting("OSPREY_POLL_SECONDS", "60", "Seconds `osprey-poller` waits between two rounds over its mail accounts."),
     Setting("OSPREY_RPC_TIMEOUT", "30", "Seconds the gateway and CLI wait for a service's RPC reply."),
     Setting("OSPREY_GATEWAY_RPC_THREADS", "16", "Threads (each with its own RPC connection) the gateway uses to call services."),
     Setting("OSPREY_TOKEN_DAYS", "90", "Lifetime of API tokens created without an explicit expiry."),
@@ -71,6 +75,10 @@ class Settings:
     max_mail_bytes: int
     max_body_chars: int
     mailgate_timeout: float
+    lmtp_host: str
+    lmtp_port: int
+    mail_accounts: str
+    poll_seconds: float
     rpc_timeout: float
     gateway_rpc_threads: int
     token_days: int
@@ -112,6 +120,10 @@ def settings() -> Settings:
         max_mail_bytes=int(get("OSPREY_MAX_MAIL_BYTES")),
         max_body_chars=int(get("OSPREY_MAX_BODY_CHARS")),
         mailgate_timeout=float(get("OSPREY_MAILGATE_TIMEOUT")),
+        lmtp_host=get("OSPREY_LMTP_HOST"),
+        lmtp_port=int(get("OSPREY_LMTP_PORT")),
+        mail_accounts=get("OSPREY_MAIL_ACCOUNTS"),
+        poll_seconds=float(get("OSPREY_POLL_SECONDS")),
         rpc_timeout=float(get("OSPREY_RPC_TIMEOUT")),
         gateway_rpc_threads=int(get("OSPREY_GATEWAY_RPC_THREADS")),
         token_days=int(get("OSPREY_TOKEN_DAYS")),

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from email.message import Message
 from email.parser import BytesHeaderParser
-from email.utils import parseaddr
+
+from .safe import parseaddr, text
 
 LOOP_HEADER = "X-Osprey-Loop"   # set on every mail Osprey sends (notify)
 _DAEMONS = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|mailer_daemon)$", re.IGNORECASE)
@@ -15,7 +16,7 @@ _DAEMONS = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|mailer_daemon)$",
 def _get(msg: Message, name: str) -> str:
     try:
         value = msg.get(name)
-        return "" if value is None else str(value).strip()
+        return "" if value is None else text(str(value)).strip()
     except Exception:
         return ""
 

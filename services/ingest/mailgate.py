@@ -9,14 +9,14 @@ Exit status is the contract with the MTA (sysexits.h, as rt-mailgate):
       bounces it, so its sender learns it was not taken
   64  EX_USAGE: bad command line
 Messages go to stderr as plain text (an enhanced status code at the start of the
-output would override the exit status in Postfix).
+output would override the exit status in Postfix). The publishing itself is
+``services.ingest.publisher.publish``, shared with the LMTP listener.
 """
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
-from datetime import datetime, timezone
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL = 0, 64, 65, 69, 75
 
@@ -27,46 +27,6 @@ class _Timeout(Exception):
 
 def _alarm(_signum, _frame):
     raise _Timeout()
-
-
-def publish(raw: bytes, queue: str, action: str, source: str, amqp_uri: str, timeout: float) -> None:
-    """Publish ``raw`` persistently to the intake queue and wait for the broker's confirm.
-    Raises on any failure; the caller maps that to EX_TEMPFAIL."""
-    import pika
-
-    from osprey import contracts
-
-    params = pika.URLParameters(amqp_uri)
-    params.socket_timeout = timeout
-    params.stack_timeout = timeout
-    params.blocked_connection_timeout = timeout
-    params.connection_attempts = 1
-    conn = pika.BlockingConnection(params)
-    try:
-        channel = conn.channel()
-        channel.confirm_delivery()
-        channel.queue_declare(queue=contracts.INTAKE_QUEUE, durable=True)
-        props = pika.BasicProperties(
-            delivery_mode=pika.DeliveryMode.Persistent,
-            content_type=contracts.INTAKE_CONTENT_TYPE,
-            content_encoding=contracts.INTAKE_CONTENT_ENCODING,
-            headers={
-                contracts.H_QUEUE: queue,
-                contracts.H_ACTION: action,
-                contracts.H_SOURCE: source,
-                contracts.H_SHA256: contracts.sha256_hex(raw),
-                contracts.H_RECEIVED: datetime.now(timezone.utc).isoformat(),
-            },
-        )
-        # mandatory + confirms: returns only when the broker took responsibility;
-        # raises UnroutableError / NackError otherwise
-        channel.basic_publish(exchange="", routing_key=contracts.INTAKE_QUEUE, body=raw,
-                              properties=props, mandatory=True)
-    finally:
-        try:
-            conn.close()
-        except Exception:
-            pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"osprey-mailgate: mail larger than {s.max_mail_bytes} bytes (OSPREY_MAX_MAIL_BYTES); "
                   "not taken", file=sys.stderr)
             return EX_UNAVAILABLE
+        from .publisher import publish   # here, not at the top: `--help` stays quick
+
         publish(raw, args.queue, args.action, "mailgate", args.amqp_uri, args.timeout)
     except _Timeout:
         print(f"osprey-mailgate: broker did not confirm within {args.timeout:g}s; try again later",

@@ -13,20 +13,61 @@ from __future__ import annotations
 
 import hashlib
 import html as htmllib
+import re
 from dataclasses import dataclass, field
 from email import policy
+from email.generator import BytesGenerator
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
-from email.utils import getaddresses, parseaddr, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
+from io import BytesIO
 from typing import Iterator
 
 import nh3
 
+from .safe import getaddresses, parseaddr, text
 from .autoreply import classify
 
 # At least one of these must be present for bytes to count as a mail.
 _MAIL_HEADERS = ("from", "sender", "to", "subject", "date", "message-id")
+
+# The stdlib's header parser (email._header_value_parser) needs memory quadratic in
+# the number of tokens of a value (CPython gh-136063): a 512 KiB Subject made of
+# encoded words takes 2.6 GB and 4 s, a To 5 GB and 14 s, so one such mail would take
+# ingest down and come back after every restart. Values are read up to this length
+# (64 KiB: ~100 MB and 0.1 s at worst); the raw mail keeps them whole.
+MAX_HEADER_CHARS = 64 * 1024
+
+
+class _ParsePolicy(policy.EmailPolicy):
+    """``policy.default`` made total. A header value is parsed only up to
+    MAX_HEADER_CHARS, and where the header registry fails on one (AttributeError for
+    a group inside an address list; UnicodeEncodeError when an encoded word decodes to
+    a lone surrogate, e.g. UTF-7 "+2AA-", in any header: in Content-Transfer-Encoding
+    that made get_payload(decode=True) raise) the value is its decoded text, a plain
+    string, which is all the Message methods used here need. The parser itself reads
+    Content-Type through this, too."""
+
+    def header_fetch_parse(self, name, value):
+        if hasattr(value, "name"):
+            return value
+        value = value[:MAX_HEADER_CHARS]
+        try:
+            return super().header_fetch_parse(name, value)
+        except Exception:
+            return _decoded(value)
+
+
+def _decoded(value: str) -> str:
+    """A raw header value's RFC 2047 words decoded, as valid Unicode."""
+    try:
+        return text(str(make_header(decode_header(value))))
+    except Exception:
+        return text(value)
+
+
+_POLICY = _ParsePolicy()
 
 
 class Unparseable(Exception):
@@ -66,23 +107,14 @@ def parse_bytes(raw: bytes) -> EmailMessage:
     # would hide the first header line; the stored raw bytes keep it
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
-    return BytesParser(policy=policy.default).parsebytes(raw)
+    return BytesParser(policy=_POLICY).parsebytes(raw)
 
 
 def header(msg: Message, name: str) -> str | None:
-    """A header's decoded value; never raises on malformed input."""
-    try:
-        value = msg.get(name)
-        return None if value is None else str(value)
-    except Exception:
-        pass
-    for key, raw in msg.raw_items() if hasattr(msg, "raw_items") else msg.items():
-        if key.lower() == name.lower():
-            try:
-                return str(make_header(decode_header(str(raw))))
-            except Exception:
-                return str(raw)
-    return None
+    """A header's decoded value, valid Unicode; never raises on malformed input (where
+    the stdlib's parser fails, _ParsePolicy gives the decoded raw value)."""
+    value = msg.get(name)
+    return None if value is None else text(str(value))
 
 
 def walk_leaves(msg: Message, prefix: str = "") -> Iterator[tuple[str, Message]]:
@@ -95,12 +127,52 @@ def walk_leaves(msg: Message, prefix: str = "") -> Iterator[tuple[str, Message]]
     yield (prefix[:-1] if prefix else "1"), msg
 
 
+class _Verbatim(_ParsePolicy):
+    """The policy for writing a parsed part back out as bytes (an attached mail): every
+    header as it arrived (line breaks as the generator writes them), and Content-Type
+    and Content-Transfer-Encoding read as the parser read them. The stock folding
+    (compat32's, policy.default's) re-wraps long headers, and compat32's raises
+    HeaderParseError on a value with a line that looks like a header of its own."""
+
+    verify_generated_headers = False   # Python >= 3.11.10 would refuse such a line, too
+
+    def fold_binary(self, name, value):
+        if hasattr(value, "name"):      # a header object: made by code, not parsed
+            return super().fold_binary(name, value)
+        lines = _LINE_BREAK.split(value)
+        return (f"{name}: " + self.linesep.join(lines) + self.linesep).encode("utf-8", "surrogateescape")
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_VERBATIM = _Verbatim()
+
+
+class _BytesGenerator(BytesGenerator):
+    """The stdlib's BytesGenerator, except for a multipart whose start boundary the
+    parser never found: its body stays one string, which the stock generator writes
+    via ``get_payload()``; that turns undecodable bytes (surrogate escapes) into U+FFFD
+    and then fails to encode them (UnicodeEncodeError). Written from the string itself,
+    the surrogates become the original bytes again."""
+
+    def _handle_multipart(self, msg):
+        if isinstance(msg._payload, str):
+            self.write(msg._payload)
+            return
+        super()._handle_multipart(msg)
+
+
+def _as_bytes(msg: Message) -> bytes:
+    fp = BytesIO()
+    _BytesGenerator(fp, mangle_from_=False, policy=_VERBATIM).flatten(msg)
+    return fp.getvalue()
+
+
 def part_bytes(part: Message) -> bytes:
     if part.get_content_type() == "message/rfc822" or part.is_multipart():
         inner = part.get_payload()
         if isinstance(inner, list) and inner:
-            return inner[0].as_bytes(policy=policy.compat32)
-        return part.as_bytes()
+            return _as_bytes(inner[0])
+        return _as_bytes(part)
     payload = part.get_payload(decode=True)
     if payload is None:
         payload = str(part.get_payload()).encode("utf-8", "surrogateescape")
@@ -108,6 +180,12 @@ def part_bytes(part: Message) -> bytes:
 
 
 def part_text(part: Message) -> str:
+    """The decoded text of a text part, valid Unicode (a UTF-7 body can decode to lone
+    surrogates)."""
+    return text(_part_text(part))
+
+
+def _part_text(part: Message) -> str:
     try:
         content = part.get_content()
         if isinstance(content, str):
@@ -115,10 +193,18 @@ def part_text(part: Message) -> str:
     except Exception:
         pass
     payload = part.get_payload(decode=True) or b""
-    charset = part.get_content_charset() or "utf-8"
+    try:
+        charset = part.get_content_charset() or "utf-8"
+    except (LookupError, ValueError):
+        # an RFC 2231 charset (charset*=<charset>''<value>) is decoded in its own
+        # charset: str(..., "ansi-x3.4-1968\x01\x00") raises ValueError (NUL inside)
+        charset = "utf-8"
     try:
         return payload.decode(charset, errors="replace")
-    except LookupError:  # a charset Python does not know
+    except (LookupError, ValueError):
+        # LookupError: a charset Python does not know; ValueError (UnicodeError is one):
+        # a name with a NUL in it, or a codec that refuses errors="replace" ("idna",
+        # "undefined")
         return payload.decode("utf-8", errors="replace")
 
 
@@ -133,9 +219,10 @@ def get_part(raw: bytes, number: str) -> Part:
 
 def _filename(part: Message) -> str | None:
     try:
-        return part.get_filename()
+        name = part.get_filename()
     except Exception:
         return None
+    return None if name is None else text(name)
 
 
 def html_to_text(html: str) -> str:
