@@ -26,8 +26,8 @@ from typing import Iterator
 
 import nh3
 
-from .safe import getaddresses, parseaddr, text
 from .autoreply import classify
+from .safe import getaddresses, parseaddr, text
 
 # At least one of these must be present for bytes to count as a mail.
 _MAIL_HEADERS = ("from", "sender", "to", "subject", "date", "message-id")

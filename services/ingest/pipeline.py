@@ -27,6 +27,11 @@ class Quarantine(Exception):
     """Stop processing; keep the mail, show the reason."""
 
 
+class ParserFailure(Quarantine):
+    """The parser raised something it should not (a bug, found e.g. by the fuzzer):
+    the mail is quarantined rather than redelivered for ever, and logged as an ERROR."""
+
+
 @dataclass
 class Delivery:
     """What arrived: the bytes and the envelope the sender put in AMQP headers."""
@@ -86,6 +91,10 @@ def parse(ctx: Context) -> None:
         ctx.mail = parse_mail(ctx.raw, ctx.max_body_chars)
     except Unparseable as exc:
         raise Quarantine(str(exc)) from exc
+    except Exception as exc:  # a parser bug must not make the message a poison message
+        log.exception("intake %s: the parser failed", ctx.intake.id)
+        raise ParserFailure(f"the parser failed ({type(exc).__name__}: {exc}); "
+                            "kept for re-processing after a fix") from exc
     ctx.intake.message_id = ctx.mail.message_id
     ctx.intake.subject = ctx.mail.subject[:1000]
     ctx.intake.sender = ctx.mail.sender[:1000]

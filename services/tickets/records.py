@@ -160,7 +160,10 @@ def correspondents(session, ticket: Ticket) -> set[str]:
     for sender, recipients in session.execute(select(Article.sender, Article.recipients)
                                               .where(Article.ticket_id == ticket.id)):
         for value in [sender, *(recipients or {}).get("to", []), *(recipients or {}).get("cc", [])]:
-            address = parseaddr(value or "")[1].lower()
+            try:
+                address = parseaddr(value or "")[1].lower()
+            except (RecursionError, ValueError):  # the stdlib recurses on pathological headers
+                continue
             if address:
                 known.add(address)
     return known

@@ -256,3 +256,18 @@ def test_processing_again_after_a_lost_ledger_commit_makes_no_second_article(led
                           "held_from_ticket": None}
     with tickets_session() as session:
         assert session.scalar(select(func.count()).select_from(Article)) == 1
+
+
+def test_a_parser_bug_quarantines_instead_of_looping(ledger, store, monkeypatch):
+    """An exception the parser should never raise becomes a quarantine entry (and an
+    ERROR in the log), not an exception that would requeue the message for ever."""
+    from services.ingest import pipeline as pl
+
+    def broken(raw, max_body_chars):
+        raise KeyError("bug")
+    monkeypatch.setattr(pl, "parse_mail", broken)
+    intake, _ = pl.receive(ledger, store, pl.Delivery(PLAIN, "general", "correspond", "test"))
+    ctx = pl.Context(intake=intake, raw=PLAIN, tickets=None, ticket_tag="Osprey", max_body_chars=1000)
+    row = pl.process(ledger, ctx)
+    assert (row.status, row.reason) == ("quarantined",
+                                       "the parser failed (KeyError: 'bug'); kept for re-processing after a fix")
