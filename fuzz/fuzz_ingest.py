@@ -53,6 +53,7 @@ with atheris.instrument_imports(include=["email", "services", "gateway", "osprey
     import email.utils  # noqa: F401
     from gateway.sanitize import clean_html
     from osprey import contracts
+from osprey.testing import corpora_dir
     from osprey.db import make_engine, prepare
     from services.ingest import followup, pipeline
     from services.ingest.models import MIGRATIONS, Intake
@@ -61,7 +62,7 @@ with atheris.instrument_imports(include=["email", "services", "gateway", "osprey
 
 from sqlalchemy.orm import sessionmaker  # noqa: E402
 
-CORPORA = Path(os.environ.get("OSPREY_FUZZ_CORPORA", "/work/shared/corpora"))
+CORPORA = Path(os.environ["OSPREY_FUZZ_CORPORA"]) if os.environ.get("OSPREY_FUZZ_CORPORA") else corpora_dir()
 SEED_SOURCES = ("cpython-email", "flanker", "mimekit", "smime-rfc4134", "ripe-ncc-whois/testMail")
 SEED_MAX_BYTES = 1024 * 1024
 WORKDIR = ROOT / "var" / "fuzz"

@@ -22,6 +22,17 @@ from .broker import RabbitNode, free_port
 BIN = Path(sys.executable).parent
 
 
+def corpora_dir() -> Path:
+    """../shared/corpora beside the checkout (as in CI), else OSPREY_CORPORA, else the
+    workplace's /work/shared/corpora."""
+    candidates = [os.environ.get("OSPREY_CORPORA"), Path(__file__).resolve().parents[2] / "shared" / "corpora",
+                  "/work/shared/corpora"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    raise FileNotFoundError("no corpora folder: set OSPREY_CORPORA to ../shared/corpora")
+
+
 class StackError(RuntimeError):
     pass
 

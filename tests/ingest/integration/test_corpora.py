@@ -8,9 +8,10 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from osprey.testing import corpora_dir
 from tests.helpers import wait_for
 
-CORPORA = Path(__file__).resolve().parents[3].parent / "shared" / "corpora"
+CORPORA = corpora_dir()
 # the folders with mail in them (the others hold JSON, whois text, STIX)
 MAIL_FOLDERS = ("cpython-email", "flanker", "mimekit", "smime-rfc4134", "ripe-ncc-whois/testMail")
 

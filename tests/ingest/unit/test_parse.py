@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from osprey.testing import corpora_dir
+
 from services.ingest.parse import ParsedMail, Unparseable, get_part, header, parse_bytes, parse_mail, walk_leaves
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-CORPORA = Path("/work/shared/corpora")
+CORPORA = corpora_dir()
 MAX = 1024 * 1024
 
 
