@@ -15,6 +15,7 @@ output would override the exit status in Postfix). The publishing itself is
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -37,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue", default="general", help="target queue (default: general)")
     parser.add_argument("--action", default="correspond", choices=["correspond", "comment"],
                         help="correspond (a message to or from the requestor) or comment (staff-only)")
+    parser.add_argument("--ticket", type=int, default=None,
+                        help="add the mail to this ticket (as a [tag #N] subject tag would)")
+    parser.add_argument("--extension", choices=["queue", "action", "ticket"],
+                        help="take the queue, action or ticket from the EXTENSION environment variable "
+                             "(as rt-mailgate: the MTA maps osprey-EXT@ to it)")
     parser.add_argument("--timeout", type=float, default=s.mailgate_timeout,
                         help=f"seconds to wait for the broker before exiting 75 (default {s.mailgate_timeout:g})")
     parser.add_argument("--amqp-uri", default=s.amqp_uri, help="broker URI (default: OSPREY_AMQP_URI)")
@@ -44,6 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return EX_USAGE if exc.code else EX_OK
+    extension = os.environ.get("EXTENSION", "").strip()
+    if args.extension and extension:
+        if args.extension == "queue":
+            args.queue = extension
+        elif args.extension == "action" and extension in ("correspond", "comment"):
+            args.action = extension
+        elif args.extension == "ticket" and extension.isdigit():
+            args.ticket = int(extension)
+        else:
+            print(f"osprey-mailgate: EXTENSION {extension!r} is no {args.extension}", file=sys.stderr)
+            return EX_USAGE
 
     signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, args.timeout)
@@ -58,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             return EX_UNAVAILABLE
         from .publisher import publish   # here, not at the top: `--help` stays quick
 
-        publish(raw, args.queue, args.action, "mailgate", args.amqp_uri, args.timeout)
+        publish(raw, args.queue, args.action, "mailgate", args.amqp_uri, args.timeout, args.ticket)
     except _Timeout:
         print(f"osprey-mailgate: broker did not confirm within {args.timeout:g}s; try again later",
               file=sys.stderr)

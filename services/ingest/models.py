@@ -35,6 +35,7 @@ class Intake(Base):
     message_id: Mapped[str | None] = mapped_column(Text, nullable=True)
     subject: Mapped[str | None] = mapped_column(Text, nullable=True)
     sender: Mapped[str | None] = mapped_column(Text, nullable=True)
+    envelope_ticket: Mapped[int | None] = mapped_column(Integer, nullable=True)  # --ticket / --extension
     ticket_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     article_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -45,7 +46,7 @@ class Intake(Base):
             "intake_id": self.id, "sha256": self.sha256, "size": self.size, "queue": self.queue,
             "action": self.action, "source": self.source, "status": self.status, "reason": self.reason,
             "deliveries": self.deliveries, "message_id": self.message_id, "subject": self.subject,
-            "from": self.sender, "ticket_id": self.ticket_id, "article_id": self.article_id,
+            "from": self.sender, "envelope_ticket": self.envelope_ticket, "ticket_id": self.ticket_id, "article_id": self.article_id,
             "received_at": _iso(self.received_at), "updated_at": _iso(self.updated_at),
         }
 

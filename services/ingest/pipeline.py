@@ -39,14 +39,17 @@ class Delivery:
     queue: str
     action: str
     source: str
+    ticket: int | None = None
 
     @classmethod
     def from_headers(cls, raw: bytes, headers: dict) -> "Delivery":
         def text(name, default):
             value = (headers or {}).get(name, default)
             return value.decode() if isinstance(value, bytes) else str(value)
+        ticket = text(contracts.H_TICKET, "")
         return cls(raw=raw, queue=text(contracts.H_QUEUE, "general"),
-                   action=text(contracts.H_ACTION, "correspond"), source=text(contracts.H_SOURCE, "unknown"))
+                   action=text(contracts.H_ACTION, "correspond"), source=text(contracts.H_SOURCE, "unknown"),
+                   ticket=int(ticket) if ticket.isdigit() else None)
 
 
 @dataclass
@@ -76,7 +79,7 @@ def receive(session, store: RawStore, delivery: Delivery) -> tuple[Intake, bool]
     if delivery.action not in contracts.ACTIONS:
         problem = f"unknown action {delivery.action!r} (expected one of {', '.join(contracts.ACTIONS)})"
     intake = Intake(id=key, sha256=sha256, size=len(delivery.raw), queue=delivery.queue,
-                    action=delivery.action, source=delivery.source,
+                    action=delivery.action, source=delivery.source, envelope_ticket=delivery.ticket,
                     status=contracts.INTAKE_QUARANTINED if problem else contracts.INTAKE_RECEIVED,
                     reason=problem, deliveries=1)
     session.add(intake)
@@ -103,7 +106,7 @@ def parse(ctx: Context) -> None:
 def thread(ctx: Context) -> None:
     """Follow-up detection (followup.py): the candidates, in order; tickets decides."""
     mail = ctx.mail
-    ctx.ticket_hint = followup.ticket_tag(mail.subject, ctx.ticket_tag)
+    ctx.ticket_hint = followup.ticket_tag(mail.subject, ctx.ticket_tag) or ctx.intake.envelope_ticket
     ctx.threading = {
         "referenced_ids": followup.referenced_ids(mail.in_reply_to, mail.references, mail.auto.get("bounce_of")),
         "external_refs": followup.external_refs(mail.subject, ctx.ticket_tag),

@@ -28,7 +28,8 @@ import pika
 from osprey import contracts
 
 
-def intake_properties(raw: bytes, queue: str, action: str, source: str) -> pika.BasicProperties:
+def intake_properties(raw: bytes, queue: str, action: str, source: str,
+                      ticket: int | None = None) -> pika.BasicProperties:
     """The AMQP properties of one intake message: persistent, raw bytes, the
     delivery envelope in ``x-osprey-*`` headers (see ``osprey.contracts``)."""
     return pika.BasicProperties(
@@ -41,6 +42,7 @@ def intake_properties(raw: bytes, queue: str, action: str, source: str) -> pika.
             contracts.H_SOURCE: source,
             contracts.H_SHA256: contracts.sha256_hex(raw),
             contracts.H_RECEIVED: datetime.now(timezone.utc).isoformat(),
+            **({contracts.H_TICKET: str(int(ticket))} if ticket else {}),
         },
     )
 
@@ -78,7 +80,7 @@ class Publisher:
         self.connects = 0   # how many connections were opened (a reconnect counts)
 
     # --- public ----------------------------------------------------------------------
-    def publish(self, raw: bytes, queue: str, action: str, source: str) -> None:
+    def publish(self, raw: bytes, queue: str, action: str, source: str, ticket: int | None = None) -> None:
         """Returns only when the broker confirmed a persistent copy on the intake
         queue; raises otherwise (and drops the connection, so the next call starts
         with a fresh one)."""
@@ -88,7 +90,7 @@ class Publisher:
             # mandatory + confirms: returns only when the broker took responsibility;
             # raises UnroutableError / NackError otherwise
             channel.basic_publish(exchange="", routing_key=contracts.INTAKE_QUEUE, body=raw,
-                                  properties=intake_properties(raw, queue, action, source), mandatory=True)
+                                  properties=intake_properties(raw, queue, action, source, ticket), mandatory=True)
         except BaseException:
             self._drop()
             raise
@@ -170,9 +172,10 @@ def _close_quietly(conn) -> None:
         pass
 
 
-def publish(raw: bytes, queue: str, action: str, source: str, amqp_uri: str, timeout: float) -> None:
+def publish(raw: bytes, queue: str, action: str, source: str, amqp_uri: str, timeout: float,
+            ticket: int | None = None) -> None:
     """One-shot: publish ``raw`` persistently to the intake queue on a connection of
     its own and wait for the broker's confirm. Raises on any failure; the caller
     maps that to a temporary failure (the mailgate: EX_TEMPFAIL)."""
     with Publisher(amqp_uri, timeout) as publisher:
-        publisher.publish(raw, queue, action, source)
+        publisher.publish(raw, queue, action, source, ticket)

@@ -202,3 +202,23 @@ def test_a_mail_over_the_size_limit_exits_69(stack):
     proc = stack.mailgate(make_mail("big", "x" * 5000), env={"OSPREY_MAX_MAIL_BYTES": "1000"})
     assert proc.returncode == 69
     assert b"larger than 1000 bytes" in proc.stderr
+
+
+def test_ticket_and_extension_options_like_rt_mailgate(stack, api, marker):
+    first = make_mail(f"Ext {marker}", f"first {marker}")
+    assert stack.mailgate(first).returncode == 0
+    tid = intake(api, first)["intakes"][0]["ticket_id"]
+    # --ticket N: no subject tag needed
+    follow = make_mail(f"no tag {marker}", "second")
+    assert stack.mailgate(follow, "--ticket", str(tid)).returncode == 0
+    record = intake(api, follow)["intakes"][0]
+    assert (record["ticket_id"], record["envelope_ticket"]) == (tid, tid)
+    # --extension ticket|queue: from $EXTENSION, as an MTA sets it for osprey-EXT@
+    third = make_mail(f"still no tag {marker}", "third")
+    assert stack.mailgate(third, "--extension", "ticket", env={"EXTENSION": str(tid)}).returncode == 0
+    assert intake(api, third)["intakes"][0]["ticket_id"] == tid
+    queued = make_mail(f"to a queue by extension {marker}", "fourth")
+    assert stack.mailgate(queued, "--extension", "queue", env={"EXTENSION": f"ext-{marker}"}).returncode == 0
+    assert intake(api, queued, status="quarantined")["intakes"][0]["queue"] == f"ext-{marker}"
+    bad = stack.mailgate(make_mail("x", "y"), "--extension", "ticket", env={"EXTENSION": "abc"})
+    assert bad.returncode == 64 and b"is no ticket" in bad.stderr

@@ -86,7 +86,7 @@ def test_delivery_without_headers_gets_the_defaults(headers):
 def received(raw: bytes, queue="general", action="correspond", **changes) -> dict:
     return {"intake_id": contracts.intake_id(sha(raw), queue, action), "sha256": sha(raw), "size": len(raw),
             "queue": queue, "action": action, "source": "mailgate", "status": "received", "reason": None,
-            "deliveries": 1, "message_id": None, "subject": None, "from": None, "ticket_id": None,
+            "deliveries": 1, "message_id": None, "subject": None, "from": None, "envelope_ticket": None, "ticket_id": None,
             "article_id": None, **changes}
 
 
