@@ -22,9 +22,22 @@ class BrokerError(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (all bound at once while choosing, so no two
+    are the same; another process may still take one before it is used)."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def amqp_reachable(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
@@ -47,9 +60,10 @@ class RabbitNode:
     def __init__(self, base: Path, port: int | None = None, name: str | None = None,
                  dist_port: int | None = None, epmd_port: int | None = None):
         self.base = Path(base).resolve()
-        self.port = port or free_port()
-        self.dist_port = dist_port or free_port()
-        self.epmd_port = epmd_port or free_port()
+        picked = free_ports(3)
+        self.port = port or picked[0]
+        self.dist_port = dist_port or picked[1]
+        self.epmd_port = epmd_port or picked[2]
         self.name = name or f"osprey-{self.port}@localhost"
         self.proc: subprocess.Popen | None = None
 

@@ -166,3 +166,33 @@ def test_logout_ends_the_session(page, stack):
     expect(page).to_have_url(re.compile("/login$"))
     page.goto("/")
     expect(page).to_have_url(re.compile("/login"))
+
+
+def test_an_admin_processes_a_quarantined_mail_again(page, stack, api, marker):
+    queue = f"ui-{marker}"
+    raw = make_mail(f"Waiting {marker}", f"for queue {queue}")
+    assert stack.mailgate(raw, "--queue", queue).returncode == 0
+    sha = hashlib.sha256(raw).hexdigest()
+    wait_for(lambda: api.get(f"/intake/{sha}").status_code == 200 and
+             api.get(f"/intake/{sha}").json()["intakes"][0]["status"] == "quarantined", what="quarantine")
+    login(page, stack)
+    page.goto(f"/intake/{sha}")
+    expect(page.get_by_text(f"no queue named '{queue}'")).to_be_visible()
+    assert stack.cli("queue", "add", queue).returncode == 0
+    page.get_by_role("button", name="Process again").click()
+    expect(page.locator(".status-delivered")).to_be_visible()
+    page.get_by_role("link", name=re.compile(r"^#\d+$")).click()
+    expect(page.get_by_role("heading", name=re.compile(rf"^#\d+ Waiting {marker}$"))).to_be_visible()
+
+
+def test_a_strangers_followup_shows_the_link_on_both_tickets(page, stack, api, marker):
+    first = make_mail(f"Linked {marker}", "from the reporter")
+    record = deliver(stack, api, first)
+    tid = record["ticket_id"]
+    other = deliver(stack, api, make_mail(f"Re: [Osprey #{tid}] Linked {marker}", "hi",
+                                          sender="stranger@elsewhere.example"))
+    login(page, stack)
+    page.goto(f"/tickets/{tid}")
+    expect(page.get_by_role("link", name=f"#{other['ticket_id']} Re: [Osprey #{tid}] Linked {marker}")).to_be_visible()
+    page.goto(f"/tickets/{other['ticket_id']}")
+    expect(page.get_by_role("link", name=f"#{tid} Linked {marker}")).to_be_visible()
