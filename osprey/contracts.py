@@ -48,6 +48,13 @@ INTAKE_STATES = (INTAKE_RECEIVED, INTAKE_DELIVERED, INTAKE_QUARANTINED)
 # --- events (past-tense facts, published by tickets' outbox relay) -------------
 EV_TICKET_CREATED = "ticket_created"
 EV_ARTICLE_ADDED = "article_added"
+EV_TICKET_UPDATED = "ticket_updated"          # fields, owner, priority, people, queue (changes listed)
+EV_TICKET_STATE_CHANGED = "ticket_state_changed"
+EV_TICKET_CLOSED = "ticket_closed"            # entered a closed state, with its outcome
+EV_TICKET_MERGED = "ticket_merged"
+EV_TICKET_SPLIT = "ticket_split"
+EV_SLA_BREACHED = "sla_breached"
+EV_REMINDER_DUE = "reminder_due"
 
 
 def intake_id(sha256: str, queue: str, action: str) -> str:
@@ -97,10 +104,18 @@ def parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | 
         return None
 
 
+_SHORT_V4_CIDR = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){0,2})/(\d{1,2})$")
+
+
 def parse_ip_range(text: str) -> tuple[bytes, bytes] | None:
-    """``192.0.2.7``, ``192.0.2.0/24``, ``2001:db8::/32`` or ``192.0.2.1-192.0.2.9``
+    """``192.0.2.7``, ``192.0.2.0/24``, the short forms ``10/8`` and ``192.0.2/24`` (as
+    whois and people write them), ``2001:db8::/32`` or ``192.0.2.1-192.0.2.9``
     → the closed key range it covers; None when the text is no IP expression."""
     text = text.strip()
+    short = _SHORT_V4_CIDR.match(text)
+    if short:
+        octets = short.group(1).split(".")
+        text = ".".join(octets + ["0"] * (4 - len(octets))) + "/" + short.group(2)
     if "-" in text and "/" not in text:
         low, _, high = text.partition("-")
         try:
@@ -114,6 +129,15 @@ def parse_ip_range(text: str) -> tuple[bytes, bytes] | None:
     if net is None:
         return None
     return ip_key(net.network_address), ip_key(net.broadcast_address)
+
+
+def format_ip_range(low: bytes, high: bytes) -> str:
+    """The normal form of a key range: one address, one CIDR network, or ``a-b``."""
+    a, b = key_to_ip(low), key_to_ip(high)
+    if a == b:
+        return str(a)
+    nets = list(ipaddress.summarize_address_range(a, b))
+    return str(nets[0]) if len(nets) == 1 else f"{a}-{b}"
 
 
 # Candidates only; each is validated by ipaddress before it counts.

@@ -3,6 +3,8 @@
 ``Database`` is nameko-sqlalchemy's provider, configured from ``osprey.config``
 instead of a DB_URIS entry, with SQLite tuned for several processes (WAL, a busy
 timeout, foreign keys) and the service's Alembic migrations applied on start.
+PostgreSQL (a ``postgresql+psycopg://`` URL) works as well: sessions in UTC, and
+migrations serialised by an advisory lock so that instances may start together.
 
 A schema change is a new revision in ``services/<svc>/migrations/versions``:
 ``cd services/<svc>/migrations && ../../../.venv/bin/alembic -c /dev/null`` is awkward,
@@ -10,12 +12,13 @@ so use ``osprey db revision SERVICE "message"`` (autogenerates against a scratch
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Callable
 
 from nameko_sqlalchemy import Database as _Database
 from nameko_sqlalchemy.database import Session as _Session
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
@@ -34,7 +37,16 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "postgresql":
+        @event.listens_for(engine, "connect")
+        def _utc(dbapi_conn, _record):
+            # times come back in UTC whatever the server's TimeZone (as models.iso expects)
+            cur = dbapi_conn.cursor()
+            cur.execute("SET TIME ZONE 'UTC'")
+            cur.close()
+            dbapi_conn.commit()
+    return engine
 
 
 def migrate(engine: Engine, migrations: Path) -> None:
@@ -45,9 +57,38 @@ def migrate(engine: Engine, migrations: Path) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations))
+    if engine.dialect.name == "sqlite":
+        _migrate_sqlite(engine, cfg)
+        return
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # several instances of a service may start at once: one migrates, the others
+            # wait here (the lock ends with the transaction) and then find it done
+            key = zlib.crc32(f"osprey-migrate:{Path(migrations).resolve().parent.name}".encode())
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def _migrate_sqlite(engine: Engine, cfg) -> None:
+    """SQLite changes a constraint by copying the table (Alembic's batch mode), and a
+    copy cannot drop the old table while foreign keys are enforced: switch them off
+    for the migration (outside its transaction, as SQLite requires), then check them."""
+    from alembic import command
+
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        conn.commit()   # ends SQLAlchemy's autobegun transaction; the PRAGMA ran outside any
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"the migration left rows with broken foreign keys: {broken[:5]}")
+        finally:
+            conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            conn.commit()
 
 
 def prepare(engine: Engine, migrations: Path, after_create: Callable[[Engine], None] | None = None) -> None:

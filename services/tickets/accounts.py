@@ -22,8 +22,8 @@ _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
 
 def user_dict(user: User) -> dict:
-    return {"id": user.id, "username": user.username, "is_admin": user.is_admin,
-            "disabled": user.disabled, "created": iso(user.created)}
+    return {"id": user.id, "username": user.username, "is_admin": user.is_admin, "role": user.role,
+            "email": user.email or "", "disabled": user.disabled, "created": iso(user.created)}
 
 
 def hash_token(token: str) -> str:
@@ -41,16 +41,29 @@ def get_user(session, username: str) -> User:
     return user
 
 
-def create_user(session, username: str, password: str | None, is_admin: bool = False) -> User:
+ROLES = ("customer", "agent", "admin")
+
+
+def create_user(session, username: str, password: str | None, is_admin: bool = False,
+                role: str | None = None, email: str = "") -> User:
     if not _NAME_RE.match(username or ""):
         raise BadRequest("a username is 1-200 letters, digits, '.', '_', '@' or '-'")
     if find_user(session, username) is not None:
         raise Conflict(f"user {username!r} exists")
-    user = User(username=username, is_admin=is_admin,
+    role = role or ("admin" if is_admin else "agent")
+    if role not in ROLES:
+        raise BadRequest(f"a role is one of {', '.join(ROLES)}")
+    user = User(username=username, is_admin=role == "admin", role=role, email=(email or "").strip().lower(),
                 password_hash=_hasher.hash(password) if password else None)
     session.add(user)
     session.flush()
     return user
+
+
+def set_role(user: User, role: str) -> None:
+    if role not in ROLES:
+        raise BadRequest(f"a role is one of {', '.join(ROLES)}")
+    user.role, user.is_admin = role, role == "admin"
 
 
 def set_password(user: User, password: str) -> None:

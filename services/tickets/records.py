@@ -28,10 +28,15 @@ def emit(session, event_type: str, **payload) -> None:
 
 
 def ensure_queues(session, names) -> None:
+    from . import lifecycle, rights
     for name in names:
         if session.scalars(select(Queue).where(Queue.name == name)).first() is None:
-            session.add(Queue(name=name))
+            queue = Queue(name=name)
+            session.add(queue)
+            session.flush()
+            rights.grant(session, queue, "role:agent", list(rights.AGENT_DEFAULT))
             audit(session, None, SYSTEM, "queue_created", queue=name)
+    lifecycle.ensure_outcomes(session)
 
 
 _QUEUE_NAME = __import__("re").compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
@@ -48,10 +53,13 @@ def create_queue(session, name: str, description: str = "", followup_policy: str
         raise BadRequest(f"follow-up policy is one of {', '.join(FOLLOWUP_POLICIES)}")
     if session.scalars(select(Queue).where(Queue.name == name)).first() is not None:
         raise Conflict(f"queue {name!r} exists")
+    from . import rights
     queue = Queue(name=name, description=description or "", followup_policy=followup_policy)
     session.add(queue)
     session.flush()
-    audit(session, None, SYSTEM, "queue_created", queue=name)
+    # deny by default, except that agents work every new queue until an administrator says otherwise
+    rights.grant(session, queue, "role:agent", list(rights.AGENT_DEFAULT))
+    audit(session, None, SYSTEM, "queue_created", queue=name, granted={"role:agent": list(rights.AGENT_DEFAULT)})
     return queue
 
 
@@ -79,7 +87,11 @@ def resolve_ticket(session, mail: dict) -> tuple[Ticket | None, tuple[str, str] 
     if mail.get("ticket_hint"):
         ticket = session.get(Ticket, int(mail["ticket_hint"]))
         if ticket is not None:
-            return ticket, ("tag", "subject tag")
+            rule = ("tag", "subject tag")
+            while ticket.merged_into_id is not None:      # a merged ticket's number names the survivor
+                rule = ("tag", f"subject tag of #{ticket.id}, merged into #{ticket.merged_into_id}")
+                ticket = session.get(Ticket, ticket.merged_into_id)
+            return ticket, rule
     ids = [i for i in mail.get("referenced_ids") or [] if i]
     if ids:
         rows = session.execute(select(Article.message_id, Article.ticket_id)
@@ -116,12 +128,15 @@ def add_mail(session, mail: dict) -> dict:
         held_from, ticket, rule = ticket, None, None
     created = ticket is None
     if created:
+        from . import changes, lifecycle
         queue = queue_by_name(session, mail["queue"])
-        ticket = Ticket(queue_id=queue.id, subject=(mail.get("subject") or "(no subject)")[:1000],
-                        state="new", requestor=mail.get("sender_address") or mail.get("sender") or "")
+        ticket = Ticket(queue_id=queue.id, queue=queue, subject=(mail.get("subject") or "(no subject)")[:1000],
+                        state=lifecycle.for_queue(queue).initial,
+                        requestor=mail.get("sender_address") or mail.get("sender") or "")
         session.add(ticket)
         session.flush()
         audit(session, ticket.id, SYSTEM, "ticket_created", via=mail.get("source"), intake_id=mail["intake_id"])
+        changes.start_sla(session, ticket)
     if held_from is not None:
         session.add(Link(from_ticket_id=ticket.id, to_ticket_id=held_from.id, type="refers-to"))
         for tid, other in ((ticket.id, held_from.id), (held_from.id, ticket.id)):
@@ -143,6 +158,9 @@ def add_mail(session, mail: dict) -> dict:
                                content_type=att["content_type"], size=att["size"], sha256=att["sha256"]))
     search.index_article(session, article)
     ticket.updated = utcnow()
+    if not created:
+        from . import changes
+        changes.on_incoming(session, ticket, article, mail)
     audit(session, ticket.id, SYSTEM, "article_added", article_id=article.id, intake_id=mail["intake_id"],
           **({"threaded_by": rule[1]} if rule else {}))
     if created:
@@ -156,7 +174,10 @@ def add_mail(session, mail: dict) -> dict:
 
 def correspondents(session, ticket: Ticket) -> set[str]:
     """Every address the ticket's mail came from or went to (lower-case)."""
+    from .models import TicketPerson
     known = {ticket.requestor.lower()} if ticket.requestor else set()
+    known.update(session.scalars(select(TicketPerson.address).where(TicketPerson.ticket_id == ticket.id,
+                                                                    TicketPerson.role.in_(("requestor", "cc")))))
     for sender, recipients in session.execute(select(Article.sender, Article.recipients)
                                               .where(Article.ticket_id == ticket.id)):
         for value in [sender, *(recipients or {}).get("to", []), *(recipients or {}).get("cc", [])]:
@@ -196,7 +217,15 @@ def remember_external_refs(session, ticket: Ticket, mail: dict) -> None:
 
 def ticket_dict(ticket: Ticket, articles: int | None = None) -> dict:
     out = {"id": ticket.id, "queue": ticket.queue.name, "subject": ticket.subject, "state": ticket.state,
-           "requestor": ticket.requestor, "created": iso(ticket.created), "updated": iso(ticket.updated)}
+           "requestor": ticket.requestor, "created": iso(ticket.created), "updated": iso(ticket.updated),
+           "priority": ticket.priority, "owner": ticket.owner.username if ticket.owner_id else None,
+           "outcome": ticket.outcome, "version": ticket.version, "due": iso(ticket.due),
+           "time_worked": ticket.time_worked, "time_estimated": ticket.time_estimated,
+           "sla": {"first_response_due": iso(ticket.first_response_due),
+                   "next_response_due": iso(ticket.next_response_due),
+                   "resolution_due": iso(ticket.resolution_due),
+                   "first_responded": iso(ticket.first_responded), "breached": sorted(ticket.escalated or {})},
+           "merged_into": ticket.merged_into_id}
     if articles is not None:
         out["articles"] = articles
     return out
@@ -211,6 +240,7 @@ def article_dict(article: Article) -> dict:
         "body_text": article.body_text, "body_html": article.body_html,
         "body_truncated": article.body_truncated, "raw_sha256": article.raw_sha256,
         "raw_size": article.raw_size, "intake_id": article.intake_id, "auto": article.auto or {},
+        "author": article.author, "time_worked": article.time_worked,
         "attachments": [{"id": a.id, "part": a.part, "filename": a.filename, "content_type": a.content_type,
                          "size": a.size, "sha256": a.sha256} for a in article.attachments],
     }
@@ -230,35 +260,75 @@ def get_article(session, article_id: int) -> Article:
     return article
 
 
-def list_tickets(session, queue: str | None, state: str | None, limit: int, offset: int) -> dict:
-    q = select(Ticket)
+ORDERS = {
+    "newest": (Ticket.id.desc(),),
+    "oldest": (Ticket.id.asc(),),
+    "priority": (Ticket.priority.desc(), Ticket.created.asc(), Ticket.id.asc()),   # the queue view
+    "updated": (Ticket.updated.desc(), Ticket.id.desc()),
+}
+
+
+def list_tickets(session, queue: str | None, state: str | None, limit: int, offset: int,
+                 visible: list[int] | None = None, owner: str | None = None, order: str | None = None,
+                 me: str | None = None) -> dict:
+    """Tickets the caller may see. ``state``: one state, a comma list, or "active"
+    (not closed); ``owner``: a user name, "me" or "nobody"; ``order``: see ORDERS."""
+    from .models import User
+    q = select(Ticket).where(Ticket.state != "merged")
+    if visible is not None:
+        q = q.where(Ticket.queue_id.in_(visible))
     if queue:
         q = q.where(Ticket.queue_id == queue_by_name(session, queue).id)
-    if state:
-        q = q.where(Ticket.state == state)
+    if state == "active":
+        q = q.where(Ticket.state.not_in(closed_states(session)))
+    elif state:
+        q = q.where(Ticket.state.in_([s.strip() for s in state.split(",") if s.strip()]))
+    if owner == "nobody":
+        q = q.where(Ticket.owner_id.is_(None))
+    elif owner:
+        name = me if owner == "me" else owner
+        q = q.where(Ticket.owner_id == select(User.id).where(User.username == name).scalar_subquery())
+    if order and order not in ORDERS:
+        raise BadRequest(f"order is one of {', '.join(ORDERS)}")
     total = session.scalar(select(func.count()).select_from(q.subquery()))
-    rows = session.scalars(q.options(joinedload(Ticket.queue)).order_by(Ticket.id.desc())
-                           .limit(limit).offset(offset)).all()
+    rows = session.scalars(q.options(joinedload(Ticket.queue), joinedload(Ticket.owner))
+                           .order_by(*ORDERS[order or "newest"]).limit(limit).offset(offset)).all()
     return {"total": total, "limit": limit, "offset": offset, "tickets": [ticket_dict(t) for t in rows]}
 
 
-def queue_counts(session) -> list[dict]:
+def closed_states(session) -> list[str]:
+    from . import lifecycle
+    from .models import Lifecycle
+    names = {s["name"] for s in lifecycle.DEFAULT["states"] if s["category"] == "closed"}
+    for lc in session.scalars(select(Lifecycle)):
+        names.update(s["name"] for s in lc.definition["states"] if s["category"] == "closed")
+    return sorted(names)
+
+
+def queue_counts(session, visible: list[int] | None = None) -> list[dict]:
     counts: dict[int, dict[str, int]] = {}
     for queue_id, state, n in session.execute(
-            select(Ticket.queue_id, Ticket.state, func.count()).group_by(Ticket.queue_id, Ticket.state)):
+            select(Ticket.queue_id, Ticket.state, func.count()).where(Ticket.state != "merged")
+            .group_by(Ticket.queue_id, Ticket.state)):
         counts.setdefault(queue_id, {})[state] = n
+    q = select(Queue).order_by(Queue.name)
+    if visible is not None:
+        q = q.where(Queue.id.in_(visible))
     return [{"id": q.id, "name": q.name, "description": q.description, "followup_policy": q.followup_policy,
+             "lifecycle": q.lifecycle.name if q.lifecycle else "default", "sla": q.sla.name if q.sla else None,
              "counts": counts.get(q.id, {}),
              "total": sum(counts.get(q.id, {}).values())}
-            for q in session.scalars(select(Queue).order_by(Queue.name))]
+            for q in session.scalars(q)]
 
 
-def search_tickets(session, q: str, limit: int) -> list[dict]:
+def search_tickets(session, q: str, limit: int, visible: list[int] | None = None) -> list[dict]:
     hits = search.search_articles(session, q, limit=limit)
-    tickets = {t.id: t for t in session.scalars(select(Ticket).options(joinedload(Ticket.queue))
-                                                 .where(Ticket.id.in_([h["ticket_id"] for h in hits])))}
+    query = select(Ticket).options(joinedload(Ticket.queue)).where(Ticket.id.in_([h["ticket_id"] for h in hits]))
+    if visible is not None:
+        query = query.where(Ticket.queue_id.in_(visible))
+    tickets = {t.id: t for t in session.scalars(query)}
     return [{**ticket_dict(tickets[h["ticket_id"]]), "article_id": h["article_id"], "snippet": h["snippet"]}
-            for h in hits]
+            for h in hits if h["ticket_id"] in tickets]
 
 
 def links(session, ticket_id: int) -> list[dict]:
@@ -268,8 +338,10 @@ def links(session, ticket_id: int) -> list[dict]:
                                 .order_by(Link.id)):
         outgoing = link.from_ticket_id == ticket_id
         other = session.get(Ticket, link.to_ticket_id if outgoing else link.from_ticket_id)
+        inverse = {"child-of": "parent-of", "depends-on": "depended-on-by", "refers-to": "referred-to-by"}
         out.append({"type": link.type, "direction": "out" if outgoing else "in", "ticket_id": other.id,
-                    "subject": other.subject})
+                    "subject": other.subject, "state": other.state,
+                    "label": link.type if outgoing else inverse.get(link.type, link.type)})
     return out
 
 

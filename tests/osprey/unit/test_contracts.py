@@ -69,6 +69,9 @@ def test_ipv4_keys_sit_in_their_mapped_place_among_ipv6_keys():
     ("192.0.2.1 - 192.0.2.100", "192.0.2.1", "192.0.2.100"),
     ("192.0.2.9-192.0.2.9", "192.0.2.9", "192.0.2.9"),
     ("2001:db8::1-2001:db8::ff", "2001:db8::1", "2001:db8::ff"),
+    ("10/8", "10.0.0.0", "10.255.255.255"),                 # short CIDR as whois and people write it
+    ("192.168/16", "192.168.0.0", "192.168.255.255"),
+    ("192.0.2/24", "192.0.2.0", "192.0.2.255"),
 ])
 def test_parse_ip_range(text, low, high):
     assert parse_ip_range(text) == (key(low), key(high))
@@ -76,7 +79,8 @@ def test_parse_ip_range(text, low, high):
 
 @pytest.mark.parametrize("text", [
     "", "phishing", "999.1.1.1", "192.0.2.256", "192.0.2.0/33", "2001:db8::/129",
-    "192.0.2", "10/8", "192.0.2.0/24-192.0.2.9",       # short IPv4 forms are not read as inet_aton would
+    "192.0.2", "192.0.2.0/24-192.0.2.9",       # a short IPv4 address without a prefix stays no IP
+    "10/33", "1.2.3.4.5/8",
     "192.0.2.100-192.0.2.1",                             # reversed
     "192.0.2.1-2001:db8::1",                             # families differ
     "192.0.2.1-", "-192.0.2.1", "1.2.3.4.5", "example.com", "12:30",
@@ -152,3 +156,12 @@ def test_find_ips_mapped_dotted_quad_gives_the_ipv4_only():
 
 def test_find_ips_ipv6_at_the_end_of_a_sentence():
     assert [str(a) for a in find_ips("It came from fe80::1.")] == ["fe80::1"]
+
+
+@pytest.mark.parametrize("text, normal", [
+    ("192.0.2.7", "192.0.2.7"), ("192.0.2.0-192.0.2.255", "192.0.2.0/24"), ("10/8", "10.0.0.0/8"),
+    ("192.0.2.1-192.0.2.9", "192.0.2.1-192.0.2.9"), ("2001:db8::/32", "2001:db8::/32"),
+])
+def test_format_ip_range_gives_the_normal_form(text, normal):
+    from osprey.contracts import format_ip_range
+    assert format_ip_range(*parse_ip_range(text)) == normal

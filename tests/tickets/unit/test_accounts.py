@@ -1,5 +1,5 @@
 """services/tickets/accounts.py: users with argon2 passwords, API tokens stored as
-sha256, expiring; on a real SQLite tickets database."""
+sha256, expiring; on a real tickets database: SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
@@ -11,15 +11,15 @@ from sqlalchemy import select
 
 from services.tickets import accounts
 from services.tickets.exceptions import BadRequest, Conflict, NotFound
-from services.tickets.models import ApiToken, User, utcnow
+from services.tickets.models import MIGRATIONS, ApiToken, User, utcnow
 from tests.unit_fixtures import tickets_db
 
 PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-def make_session(tmp_path):
-    engine, make_session = tickets_db(tmp_path / "tickets.db")
+def make_session(databases):
+    engine, make_session = tickets_db(databases.url("tickets", MIGRATIONS))
     yield make_session
     engine.dispose()
 
@@ -34,7 +34,7 @@ def test_create_user(session):
     user = accounts.create_user(session, "alice", PASSWORD)
     session.commit()
     assert {k: v for k, v in accounts.user_dict(user).items() if k != "created"} == {
-        "id": 1, "username": "alice", "is_admin": False, "disabled": False}
+        "id": 1, "username": "alice", "is_admin": False, "role": "agent", "email": "", "disabled": False}
 
 
 def test_password_is_stored_as_an_argon2_hash(session):

@@ -1,5 +1,5 @@
 """services/tickets/records.py: add_mail (idempotent, audited, with outbox events),
-queue counts and ticket lists, on a real SQLite tickets database."""
+queue counts and ticket lists, on a real tickets database: SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import uuid
@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from osprey import contracts
 from services.tickets import records
 from services.tickets.exceptions import NotFound, UnknownQueue
-from services.tickets.models import Article, ArticleIP, Attachment, AuditEntry, OutboxEvent, Ticket
+from services.tickets.models import MIGRATIONS, Article, ArticleIP, Attachment, AuditEntry, OutboxEvent, Ticket
 from tests.unit_fixtures import tickets_db
 
 RAW_SHA = "ab" * 32
@@ -31,8 +31,8 @@ def mail(n: int = 1, queue: str = "general", **changes) -> dict:
 
 
 @pytest.fixture
-def session(tmp_path):
-    engine, make_session = tickets_db(tmp_path / "tickets.db", queues=("general", "abuse"))
+def session(databases):
+    engine, make_session = tickets_db(databases.url("tickets", MIGRATIONS), queues=("general", "abuse"))
     with make_session() as session:
         yield session
     engine.dispose()
@@ -52,13 +52,16 @@ def test_add_mail_creates_a_ticket_with_one_article(session):
     session.commit()
     assert without(records.ticket_dict(records.get_ticket(session, 1), articles=1), "created", "updated") == {
         "id": 1, "queue": "general", "subject": "Incident 1", "state": "new", "requestor": "alice@example.net",
-        "articles": 1}
+        "articles": 1, "priority": 50, "owner": None, "outcome": None, "version": 1, "due": None,
+        "time_worked": 0, "time_estimated": 0, "merged_into": None,
+        "sla": {"first_response_due": None, "next_response_due": None, "resolution_due": None,
+                "first_responded": None, "breached": []}}
     assert without(records.article_dict(records.get_article(session, 1)), "created") == {
         "id": 1, "ticket_id": 1, "direction": "in", "action": "correspond", "message_id": "<m1@example.net>",
         "from": "Alice <alice@example.net>", "to": ["csirt@example.org"], "cc": [], "subject": "Incident 1",
         "date": "2025-11-25T10:15:00+01:00", "body_text": "Report number 1 about 192.0.2.1.", "body_html": None,
         "body_truncated": False, "raw_sha256": RAW_SHA, "raw_size": 1234, "intake_id": f"{1:064x}", "auto": {},
-        "attachments": [{"id": 1, "part": "2", "filename": "evidence.txt", "content_type": "text/plain",
+        "author": None, "time_worked": 0, "attachments": [{"id": 1, "part": "2", "filename": "evidence.txt", "content_type": "text/plain",
                          "size": 5, "sha256": "cd" * 32}]}
 
 
@@ -147,15 +150,15 @@ def test_queue_counts(session):
     records.get_ticket(session, 2).state = "open"
     session.commit()
     assert records.queue_counts(session) == [
-        {"id": 2, "name": "abuse", "description": "", "followup_policy": "new-linked", "counts": {"new": 1}, "total": 1},
-        {"id": 1, "name": "general", "description": "", "followup_policy": "new-linked", "counts": {"new": 2, "open": 1}, "total": 3},
+        {"id": 2, "name": "abuse", "description": "", "followup_policy": "new-linked", "lifecycle": "default", "sla": None, "counts": {"new": 1}, "total": 1},
+        {"id": 1, "name": "general", "description": "", "followup_policy": "new-linked", "lifecycle": "default", "sla": None, "counts": {"new": 2, "open": 1}, "total": 3},
     ]
 
 
 def test_queue_counts_with_no_tickets(session):
     assert records.queue_counts(session) == [
-        {"id": 2, "name": "abuse", "description": "", "followup_policy": "new-linked", "counts": {}, "total": 0},
-        {"id": 1, "name": "general", "description": "", "followup_policy": "new-linked", "counts": {}, "total": 0},
+        {"id": 2, "name": "abuse", "description": "", "followup_policy": "new-linked", "lifecycle": "default", "sla": None, "counts": {}, "total": 0},
+        {"id": 1, "name": "general", "description": "", "followup_policy": "new-linked", "lifecycle": "default", "sla": None, "counts": {}, "total": 0},
     ]
 
 
@@ -192,8 +195,12 @@ def test_list_tickets_rows_are_ticket_dicts(session):
     records.add_mail(session, mail(1, queue="abuse"))
     session.commit()
     (row,) = records.list_tickets(session, None, None, 10, 0)["tickets"]
-    assert without(row, "created", "updated") == {"id": 1, "queue": "abuse", "subject": "Incident 1",
-                                                  "state": "new", "requestor": "alice@example.net"}
+    assert without(row, "created", "updated") == {
+        "id": 1, "queue": "abuse", "subject": "Incident 1", "state": "new", "requestor": "alice@example.net",
+        "priority": 50, "owner": None, "outcome": None, "version": 1, "due": None, "time_worked": 0,
+        "time_estimated": 0, "merged_into": None,
+        "sla": {"first_response_due": None, "next_response_due": None, "resolution_due": None,
+                "first_responded": None, "breached": []}}
     assert row["created"].endswith("+00:00")
 
 
