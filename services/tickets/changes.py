@@ -466,8 +466,8 @@ def merge(session, rights: Rights, source: Ticket, target: Ticket) -> dict:
         if ("requestor", source.requestor.lower()) not in have:
             session.add(TicketPerson(ticket_id=target.id, role="requestor", address=source.requestor.lower()))
     # fields: multi-value fields are united; a single-value field keeps the survivor's value if it has one
-    for field in session.scalars(select(CustomField).join(FieldValue, FieldValue.field_id == CustomField.id)
-                                 .where(FieldValue.ticket_id == source.id).distinct()).all():
+    field_ids = session.scalars(select(FieldValue.field_id).where(FieldValue.ticket_id == source.id).distinct()).all()
+    for field in session.scalars(select(CustomField).where(CustomField.id.in_(field_ids))).all():
         target_values = fields.current(session, target.id, field)
         rows = session.scalars(select(FieldValue).where(FieldValue.ticket_id == source.id,
                                                         FieldValue.field_id == field.id)).all()
