@@ -331,7 +331,7 @@ def cmd_quarantine(args) -> int:
     return 0
 
 
-MIGRATING_SERVICES = ("tickets", "ingest")
+MIGRATING_SERVICES = ("tickets", "ingest", "enrich", "crypto")
 
 
 def cmd_db_revision(args) -> int:

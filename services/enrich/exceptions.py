@@ -1,2 +1,9 @@
+"""Errors enrich returns over RPC (the gateway maps them to HTTP in one table)."""
+
+
 class BadRequest(Exception):
+    pass
+
+
+class NotFound(Exception):
     pass
