@@ -52,7 +52,9 @@ async def list_tickets(request: Request):
     summary: Tickets, newest first.
     parameters:
       - {name: queue, in: query, schema: {type: string}}
-      - {name: state, in: query, schema: {type: string}}
+      - {name: state, in: query, schema: {type: string}, description: "a state, a comma list, or active (not closed)"}
+      - {name: owner, in: query, schema: {type: string}, description: "a user name, me, or nobody"}
+      - {name: order, in: query, schema: {type: string, enum: [newest, oldest, priority, updated]}}
       - {name: limit, in: query, schema: {type: integer, default: 50}}
       - {name: offset, in: query, schema: {type: integer, default: 0}}
     responses:
@@ -61,18 +63,19 @@ async def list_tickets(request: Request):
     p = request.query_params
     return JSONResponse(await request.app.state.rpc.call(
         "tickets", "list_tickets", actor(request), p.get("queue"), p.get("state"),
-        p.get("limit", 50), p.get("offset", 0)))
+        p.get("limit", 50), p.get("offset", 0), p.get("owner"), p.get("order")))
 
 
 async def get_ticket(request: Request):
     """
-    summary: One ticket with its history.
+    summary: "One ticket: fields, people, links, SLA clocks, lifecycle (allowed next states), rights, reminders, history. A merged ticket's number gives the survivor (merged_from says so). Its version goes in If-Match when changing it."
     responses:
       200: {description: the ticket}
       404: {description: no such ticket}
     """
-    return JSONResponse(await request.app.state.rpc.call(
-        "tickets", "get_ticket", actor(request), request.path_params["ticket_id"]))
+    ticket = await request.app.state.rpc.call("tickets", "get_ticket", actor(request),
+                                              request.path_params["ticket_id"])
+    return JSONResponse(ticket, headers={"ETag": f'"{ticket["version"]}"'})
 
 
 async def list_articles(request: Request):
@@ -225,3 +228,225 @@ async def readyz(request: Request):
 
 async def openapi(request: Request):
     return Response(request.app.state.openapi_json, media_type="application/json")
+
+
+# --- changing tickets (ticket core) -------------------------------------------------
+async def _body(request: Request) -> dict:
+    try:
+        body = await request.json()
+    except Exception:
+        raise ApiError(400, "send a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "send a JSON object")
+    return body
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    return f"{actor(request)}:{key}" if key else None
+
+
+def _version(request: Request, body: dict):
+    """The version the client saw: If-Match header (a number, quotes allowed) or "version"."""
+    match = request.headers.get("if-match", "").strip().strip('"').removeprefix("W/").strip('"')
+    return match or body.pop("version", None)
+
+
+async def _tickets(request: Request, method: str, *args):
+    return await request.app.state.rpc.call("tickets", method, actor(request), *args)
+
+
+async def create_ticket(request: Request):
+    """
+    summary: Open a ticket by hand. Send Idempotency-Key to make a retry safe.
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, required: [queue, subject],
+                   properties: {queue: {type: string}, subject: {type: string}, text: {type: string},
+                                requestors: {type: array, items: {type: string}}, fields: {type: object},
+                                priority: {type: integer}}}
+    responses:
+      201: {description: the ticket}
+      403: {description: no create right in that queue}
+    """
+    b = await _body(request)
+    ticket = await _tickets(request, "create_ticket", b.get("queue"), b.get("subject"), b.get("text", ""),
+                            b.get("requestors") or [], b.get("fields") or {}, b.get("priority"),
+                            _idempotency_key(request))
+    return JSONResponse(ticket, status_code=201)
+
+
+async def update_ticket(request: Request):
+    """
+    summary: "Change a ticket, all or nothing: subject, queue, state (with outcome when closing), priority, due, time_estimated, owner, fields. If-Match: <version> refuses the change (409) when someone changed the ticket since."
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, example: {state: resolved, outcome: solved, fields: {Affected: "192.0.2.0/24"}}}
+    responses:
+      200: {description: "{ticket, changed: {what: {old, new}}}"}
+      400: {description: invalid value, unknown state, missing outcome (nothing was changed)}
+      409: {description: the ticket changed since the given version}
+    """
+    b = await _body(request)
+    version = _version(request, b)
+    return JSONResponse(await _tickets(request, "update_ticket", request.path_params["ticket_id"], b, version,
+                                       _idempotency_key(request)))
+
+
+async def take_ticket(request: Request):
+    """
+    summary: 'Take an unowned ticket; {"steal": true} takes it from its owner (needs the steal right).'
+    responses:
+      200: {description: "{ticket, changed}"}
+      409: {description: owned by someone else}
+    """
+    b = await _body(request) if await request.body() else {}
+    return JSONResponse(await _tickets(request, "take_ticket", request.path_params["ticket_id"],
+                                       bool(b.get("steal")), _version(request, b), _idempotency_key(request)))
+
+
+async def ticket_people(request: Request):
+    """
+    summary: Add or remove requestors, Cc or AdminCc (watchers).
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, required: [role], properties: {role: {type: string, enum: [requestor, cc, admincc]},
+                   add: {type: array, items: {type: string}}, remove: {type: array, items: {type: string}}}}
+    responses:
+      200: {description: "{added, removed, people}"}
+    """
+    b = await _body(request)
+    return JSONResponse(await _tickets(request, "set_people", request.path_params["ticket_id"], b.get("role"),
+                                       b.get("add") or [], b.get("remove") or [], _idempotency_key(request)))
+
+
+async def add_comment(request: Request):
+    """
+    summary: An internal comment, optionally with time worked (minutes).
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, properties: {text: {type: string}, time_worked: {type: integer}}}
+    responses:
+      201: {description: the new article}
+    """
+    b = await _body(request)
+    article = await _tickets(request, "add_comment", request.path_params["ticket_id"], b.get("text", ""),
+                             b.get("time_worked", 0), _idempotency_key(request))
+    return JSONResponse(article, status_code=201)
+
+
+async def add_link(request: Request):
+    """
+    summary: Link to another ticket (child-of, parent-of, depends-on, depended-on-by, refers-to, referred-to-by).
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, required: [type, ticket_id], properties: {type: {type: string}, ticket_id: {type: integer}}}
+    responses:
+      200: {description: "{links}"}
+    """
+    b = await _body(request)
+    return JSONResponse(await _tickets(request, "add_link", request.path_params["ticket_id"], b.get("type"),
+                                       b.get("ticket_id"), _idempotency_key(request)))
+
+
+async def remove_link(request: Request):
+    """
+    summary: Remove a link.
+    responses:
+      200: {description: "{links}"}
+      404: {description: no such link}
+    """
+    p = request.path_params
+    return JSONResponse(await _tickets(request, "remove_link", p["ticket_id"], p["type"], p["other_id"]))
+
+
+async def merge_ticket(request: Request):
+    """
+    summary: "Merge this ticket into another: {\\"into\\": N}. Articles, links, people, fields, time, external numbers move; the old number keeps resolving."
+    responses:
+      200: {description: "{ticket_id, merged_ticket_id, articles_moved, links_moved, time_worked}"}
+      400: {description: a merge into itself}
+      409: {description: already merged}
+    """
+    b = await _body(request)
+    return JSONResponse(await _tickets(request, "merge_tickets", request.path_params["ticket_id"], b.get("into"),
+                                       _idempotency_key(request)))
+
+
+async def split_ticket(request: Request):
+    """
+    summary: Split articles out into a new linked ticket.
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, required: [article_ids], properties: {article_ids: {type: array, items: {type: integer}},
+                   copy_fields: {type: array, items: {type: string}}, subject: {type: string}, queue: {type: string}}}
+    responses:
+      201: {description: "{ticket_id, source_ticket_id, articles}"}
+    """
+    b = await _body(request)
+    result = await _tickets(request, "split_ticket", request.path_params["ticket_id"], b.get("article_ids"),
+                            b.get("copy_fields") or [], b.get("subject"), b.get("queue"), _idempotency_key(request))
+    return JSONResponse(result, status_code=201)
+
+
+async def previous_incidents(request: Request):
+    """
+    summary: Earlier tickets sharing an IP address with this one or in the same netblock (/24, /48, IP-range fields), newest first.
+    responses:
+      200: {description: "[{id, subject, state, queue, same_ip: [...], netblock: [...]}]"}
+    """
+    return JSONResponse(await _tickets(request, "previous_incidents", request.path_params["ticket_id"],
+                                       request.query_params.get("limit", 50)))
+
+
+async def add_reminder(request: Request):
+    """
+    summary: A reminder on a ticket; with "awaiting" an address whose answer ends it.
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, required: [due], properties: {due: {type: string, format: date-time}, text: {type: string},
+                   awaiting: {type: string}, notify_third_party: {type: boolean}}}
+    responses:
+      201: {description: the reminder}
+    """
+    b = await _body(request)
+    result = await _tickets(request, "add_reminder", request.path_params["ticket_id"], b.get("due"),
+                            b.get("text", ""), b.get("awaiting"), bool(b.get("notify_third_party")),
+                            _idempotency_key(request))
+    return JSONResponse(result, status_code=201)
+
+
+async def list_reminders(request: Request):
+    """
+    summary: Reminders (mine=true by default; status open|fired|done).
+    responses:
+      200: {description: list of reminders}
+    """
+    p = request.query_params
+    return JSONResponse(await _tickets(request, "list_reminders", p.get("mine", "true") != "false",
+                                       p.get("status", "open")))
+
+
+async def list_outcomes(request: Request):
+    """
+    summary: The outcomes a closed ticket can record.
+    responses:
+      200: {description: list of outcomes}
+    """
+    return JSONResponse(await _tickets(request, "list_outcomes"))
+
+
+async def list_fields(request: Request):
+    """
+    summary: The custom fields (name, type, options, rights).
+    responses:
+      200: {description: list of fields}
+    """
+    return JSONResponse(await _tickets(request, "list_fields"))

@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 from osprey.config import settings
 from osprey.rpc import AsyncRpc, Rpc, RpcUnavailable
 
-from . import api, errors, pages
+from . import api, api_admin, errors, pages
 from .security import AccessControl
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,35 @@ HERE = Path(__file__).parent
 api_routes = [
     Route("/tokens", api.create_token, methods=["POST"]),
     Route("/tickets", api.list_tickets),
+    Route("/tickets", api.create_ticket, methods=["POST"]),
     Route("/tickets/{ticket_id:int}", api.get_ticket),
+    Route("/tickets/{ticket_id:int}", api.update_ticket, methods=["PATCH"]),
     Route("/tickets/{ticket_id:int}/articles", api.list_articles),
+    Route("/tickets/{ticket_id:int}/take", api.take_ticket, methods=["POST"]),
+    Route("/tickets/{ticket_id:int}/people", api.ticket_people, methods=["POST"]),
+    Route("/tickets/{ticket_id:int}/comments", api.add_comment, methods=["POST"]),
+    Route("/tickets/{ticket_id:int}/links", api.add_link, methods=["POST"]),
+    Route("/tickets/{ticket_id:int}/links/{type}/{other_id:int}", api.remove_link, methods=["DELETE"]),
+    Route("/tickets/{ticket_id:int}/merge", api.merge_ticket, methods=["POST"]),
+    Route("/tickets/{ticket_id:int}/split", api.split_ticket, methods=["POST"]),
+    Route("/tickets/{ticket_id:int}/previous", api.previous_incidents),
+    Route("/tickets/{ticket_id:int}/reminders", api.add_reminder, methods=["POST"]),
+    Route("/reminders", api.list_reminders),
+    Route("/outcomes", api.list_outcomes),
+    Route("/fields", api.list_fields),
+    Route("/fields", api_admin.create_field, methods=["POST"]),
+    Route("/admin/config", api_admin.config),
+    Route("/users", api_admin.list_users),
+    Route("/users", api_admin.create_user, methods=["POST"]),
+    Route("/users/{username}", api_admin.update_user, methods=["PATCH"]),
+    Route("/queues", api_admin.create_queue, methods=["POST"]),
+    Route("/queues/{name}", api_admin.configure_queue, methods=["PATCH"]),
+    Route("/queues/{name}/rights", api_admin.queue_rights, methods=["PUT"]),
+    Route("/groups", api_admin.create_group, methods=["POST"]),
+    Route("/groups/{name}/members/{username}", api_admin.group_member, methods=["PUT", "DELETE"]),
+    Route("/lifecycles/{name}", api_admin.save_lifecycle, methods=["PUT"]),
+    Route("/outcomes/{name}", api_admin.save_outcome, methods=["PUT"]),
+    Route("/slas/{name}", api_admin.save_sla, methods=["PUT"]),
     Route("/articles/{article_id:int}/raw", api.article_raw),
     Route("/attachments/{attachment_id:int}", api.attachment),
     Route("/search", api.search),

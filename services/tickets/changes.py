@@ -242,7 +242,7 @@ def update_ticket(session, rights: Rights, ticket: Ticket, changes: dict) -> dic
         return {}
     touch(ticket)
     for what, change in done.items():
-        if what != "state":
+        if what != "state" and not (what == "outcome" and "state" in done):   # the state entry names it
             audit(session, ticket.id, actor, "changed", field=what, old=change["old"], new=change["new"])
     others = {k: v for k, v in done.items() if k not in ("state", "outcome")}
     if others:
