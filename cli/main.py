@@ -217,7 +217,8 @@ def cmd_user_list(args) -> int:
 
 def cmd_user_add(args) -> int:
     password = None if args.no_password else _password(args)
-    _print(_call(_rpc(), "tickets", "create_user", args.username, password, args.admin), args.json)
+    role = "admin" if args.admin else args.role
+    _print(_call(_rpc(), "tickets", "create_user", args.username, password, args.admin, role, args.email), args.json)
     return 0
 
 
@@ -267,7 +268,19 @@ def cmd_ticket_show(args) -> int:
     if args.json:
         print(json.dumps({"ticket": ticket, "articles": articles}, indent=2))
         return 0
-    print(f"#{ticket['id']} [{ticket['queue']}] {ticket['state']}: {ticket['subject']}")
+    if ticket.get("merged_from"):
+        print(f"(#{ticket['merged_from']} was merged into #{ticket['id']})")
+    print(f"#{ticket['id']} [{ticket['queue']}] {ticket['state']}"
+          + (f" ({ticket['outcome']})" if ticket["outcome"] else "") + f": {ticket['subject']}")
+    print(f"priority {ticket['priority']}, owner {ticket['owner'] or 'nobody'}, version {ticket['version']}, "
+          f"time worked {ticket['time_worked']} min")
+    for role, addresses in ticket["people"].items():
+        if addresses:
+            print(f"{role}: {', '.join(addresses)}")
+    for name, value in ticket["fields"].items():
+        print(f"{name}: {', '.join(value) if isinstance(value, list) else value}")
+    for link in ticket["links"]:
+        print(f"{link['label']} #{link['ticket_id']} ({link['state']}) {link['subject']}")
     for a in articles:
         print(f"\n--- article {a['id']} from {a['from']} ({a['date'] or a['created']}) sha256 {a['raw_sha256']}")
         print(a["body_text"])
@@ -291,12 +304,14 @@ def cmd_queue_list(args) -> int:
 
 
 def cmd_tickets(args) -> int:
-    result = _call(_rpc(), "tickets", "list_tickets", args.as_user, args.queue, args.state, args.limit, 0)
+    result = _call(_rpc(), "tickets", "list_tickets", args.as_user, args.queue, args.state, args.limit, 0,
+                   args.owner, args.order)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         for t in result["tickets"]:
-            print(f"#{t['id']:<6} {t['state']:<9} {t['queue']:<12} {t['subject']}")
+            print(f"#{t['id']:<6} {t['state']:<9} p{t['priority']:<3} {t['queue']:<12} {t['owner'] or '-':<10} "
+                  f"{t['subject']}")
         print(f"{result['total']} ticket(s)", file=sys.stderr)
     return 0
 
@@ -328,6 +343,211 @@ def cmd_quarantine(args) -> int:
         for r in rows:
             print(f"{r['received_at'][:19]}  intake {r['intake_id']}  sha256 {r['sha256']}  {r['queue']}\n"
                   f"    {r['reason']}")
+    return 0
+
+
+# --- changing tickets (ticket core) --------------------------------------------------
+
+def _pairs(items, what) -> dict:
+    out: dict = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"osprey: {what} is NAME=VALUE, not {item!r}")
+        if name in out:   # repeated: a multi-value field
+            out[name] = (out[name] if isinstance(out[name], list) else [out[name]]) + [value]
+        else:
+            out[name] = value
+    return out
+
+
+def _key(args):
+    return getattr(args, "idempotency_key", None)
+
+
+def _show_change(result, args) -> int:
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    changed = result.get("changed", result)
+    if not changed:
+        print("nothing changed")
+    for what, change in changed.items() if isinstance(changed, dict) else []:
+        if isinstance(change, dict) and "old" in change:
+            print(f"{what}: {change['old']} -> {change['new']}")
+        else:
+            print(f"{what}: {change}")
+    return 0
+
+
+def cmd_ticket_create(args) -> int:
+    result = _call(_rpc(), "tickets", "create_ticket", args.as_user, args.queue, args.subject, args.text or "",
+                   args.requestor or [], _pairs(args.field, "--field"), args.priority, _key(args))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"#{result['id']} created in {result['queue']}")
+    return 0
+
+
+def cmd_ticket_update(args) -> int:
+    changes = {k: v for k, v in (("subject", args.subject), ("queue", args.queue), ("state", args.state),
+                                 ("outcome", args.outcome), ("priority", args.priority), ("due", args.due),
+                                 ("time_estimated", args.time_estimated)) if v is not None}
+    if args.owner is not None:
+        changes["owner"] = "" if args.owner in ("", "nobody") else args.owner
+    if args.field:
+        changes["fields"] = _pairs(args.field, "--field")
+    result = _call(_rpc(), "tickets", "update_ticket", args.as_user, args.id, changes, args.version, _key(args))
+    return _show_change(result, args)
+
+
+def cmd_ticket_take(args) -> int:
+    return _show_change(_call(_rpc(), "tickets", "take_ticket", args.as_user, args.id, args.steal, None, _key(args)),
+                        args)
+
+
+def cmd_ticket_people(args) -> int:
+    return _show_change(_call(_rpc(), "tickets", "set_people", args.as_user, args.id, args.role, args.add or [],
+                              args.remove or [], _key(args)), args)
+
+
+def cmd_ticket_comment(args) -> int:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    result = _call(_rpc(), "tickets", "add_comment", args.as_user, args.id, text, args.time, _key(args))
+    print(json.dumps(result, indent=2) if args.json else f"article {result['id']} added to #{result['ticket_id']}")
+    return 0
+
+
+def cmd_ticket_link(args) -> int:
+    method = "remove_link" if args.remove else "add_link"
+    extra = () if args.remove else (_key(args),)
+    result = _call(_rpc(), "tickets", method, args.as_user, args.id, args.type, args.other, *extra)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for link in result["links"]:
+            print(f"{link['label']:<16} #{link['ticket_id']:<6} {link['state']:<9} {link['subject']}")
+    return 0
+
+
+def cmd_ticket_merge(args) -> int:
+    result = _call(_rpc(), "tickets", "merge_tickets", args.as_user, args.id, args.into, _key(args))
+    print(json.dumps(result, indent=2) if args.json else
+          f"#{result['merged_ticket_id']} merged into #{result['ticket_id']} "
+          f"({result['articles_moved']} article(s), time worked now {result['time_worked']} min)")
+    return 0
+
+
+def cmd_ticket_split(args) -> int:
+    result = _call(_rpc(), "tickets", "split_ticket", args.as_user, args.id, args.articles, args.copy_field or [],
+                   args.subject, args.queue, _key(args))
+    print(json.dumps(result, indent=2) if args.json else
+          f"#{result['ticket_id']} split from #{result['source_ticket_id']} with article(s) "
+          + ", ".join(map(str, result["articles"])))
+    return 0
+
+
+def cmd_ticket_previous(args) -> int:
+    rows = _call(_rpc(), "tickets", "previous_incidents", args.as_user, args.id, args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for t in rows:
+            why = ", ".join([f"same IP {x}" for x in t["same_ip"]] + [f"netblock {x}" for x in t["netblock"]])
+            print(f"#{t['id']:<6} {t['created'][:10]} {t['state']:<9} {t['subject']}  ({why})")
+        print(f"{len(rows)} earlier incident(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_ticket_remind(args) -> int:
+    result = _call(_rpc(), "tickets", "add_reminder", args.as_user, args.id, args.due, args.text, args.awaiting,
+                   args.notify_third_party, _key(args))
+    print(json.dumps(result, indent=2) if args.json else f"reminder {result['id']} due {result['due']}")
+    return 0
+
+
+def cmd_reminders(args) -> int:
+    rows = _call(_rpc(), "tickets", "list_reminders", args.as_user, not args.all_users, args.status)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['due']}  #{r['ticket_id']:<6} {r['owner']:<12} {r['text']}"
+                  + (f"  (awaiting {r['awaiting']})" if r["awaiting"] else ""))
+    return 0
+
+
+# --- administration -------------------------------------------------------------------
+
+def cmd_admin_show(args) -> int:
+    config_ = _call(_rpc(), "tickets", "admin_config", args.as_user)
+    part = config_ if args.part == "all" else config_[args.part]
+    print(json.dumps(part, indent=2))
+    return 0
+
+
+def cmd_rights(args) -> int:
+    result = _call(_rpc(), "tickets", "grant_rights", args.as_user, args.queue, args.grantee, args.rights,
+                   args.sub == "revoke")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for grantee, rights in result["grants"].items():
+            print(f"{grantee:<24} {' '.join(rights)}")
+    return 0
+
+
+def cmd_group_add(args) -> int:
+    _print(_call(_rpc(), "tickets", "create_group", args.as_user, args.name, args.description), args.json)
+    return 0
+
+
+def cmd_group_member(args) -> int:
+    _print(_call(_rpc(), "tickets", "set_group_member", args.as_user, args.group, args.username, not args.remove),
+           args.json)
+    return 0
+
+
+def _load_structured(path: str):
+    import yaml
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    return yaml.safe_load(text)
+
+
+def cmd_lifecycle_save(args) -> int:
+    _print(_call(_rpc(), "tickets", "save_lifecycle", args.as_user, args.name, _load_structured(args.file)),
+           args.json)
+    return 0
+
+
+def cmd_outcome_save(args) -> int:
+    _print(_call(_rpc(), "tickets", "save_outcome", args.as_user, args.name, args.description, not args.inactive),
+           args.json)
+    return 0
+
+
+def cmd_field_add(args) -> int:
+    _print(_call(_rpc(), "tickets", "create_field", args.as_user, args.name, args.type, args.option or [],
+                 args.queue, args.read_only_after_set, args.admin_only, args.description), args.json)
+    return 0
+
+
+def cmd_sla_save(args) -> int:
+    calendar = _load_structured(args.calendar) if args.calendar else {}
+    _print(_call(_rpc(), "tickets", "save_sla", args.as_user, args.name, args.first_response, args.next_response,
+                 args.resolution, calendar, args.escalate_priority), args.json)
+    return 0
+
+
+def cmd_queue_configure(args) -> int:
+    _print(_call(_rpc(), "tickets", "configure_queue", args.as_user, args.name, args.lifecycle, args.sla,
+                 args.followup_policy, args.description), args.json)
+    return 0
+
+
+def cmd_user_role(args) -> int:
+    _print(_call(_rpc(), "tickets", "set_role", args.username, args.role), args.json)
     return 0
 
 
@@ -397,6 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "add":
             sp.add_argument("--admin", action="store_true", help="make the user an administrator")
             sp.add_argument("--no-password", action="store_true", help="no password (API tokens only)")
+            sp.add_argument("--role", default="agent", choices=["customer", "agent", "admin"])
+            sp.add_argument("--email", default="")
+    sp = add("role", cmd_user_role, "set a user's role (customer, agent, admin)", user)
+    sp.add_argument("username")
+    sp.add_argument("role", choices=["customer", "agent", "admin"])
     add("disable", cmd_user_disable, "disable a user (logins and tokens stop working)", user).add_argument("username")
     add("enable", cmd_user_enable, "enable a disabled user", user).add_argument("username")
 
@@ -407,6 +632,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--followup-policy", default="new-linked", choices=["new-linked", "accept"],
                     help="mail naming a ticket of this queue from an address the ticket does not know: "
                          "a new ticket linked to it (default), or accept it into the ticket")
+    sp = add("configure", cmd_queue_configure, "set a queue's lifecycle, SLA, follow-up policy", queue)
+    sp.add_argument("name")
+    sp.add_argument("--lifecycle", help='a lifecycle name, or "default"')
+    sp.add_argument("--sla", help='an SLA name, or "" for none')
+    sp.add_argument("--followup-policy", choices=["new-linked", "accept"])
+    sp.add_argument("--description")
+    sp.add_argument("--as", dest="as_user", default="admin")
     add("list", cmd_queue_list, "queues with ticket counts per state", queue).add_argument(
         "--as", dest="as_user", default="admin", help="act as this user (default admin)")
 
@@ -426,10 +658,120 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--limit", type=int, default=50)
         elif name == "tickets":
             sp.add_argument("--queue")
-            sp.add_argument("--state")
+            sp.add_argument("--state", help='a state, a comma list, or "active" (not closed)')
+            sp.add_argument("--owner", help='a user name, "me" or "nobody"')
+            sp.add_argument("--order", choices=["newest", "oldest", "priority", "updated"])
             sp.add_argument("--limit", type=int, default=50)
         else:
             sp.add_argument("id", type=int)
+
+    def acting(sp, key=True):
+        sp.add_argument("--as", dest="as_user", default="admin", help="act as this user (default admin)")
+        if key:
+            sp.add_argument("--idempotency-key", help="repeat-safe: the same key never acts twice")
+        return sp
+
+    sp = acting(add("create", cmd_ticket_create, "open a ticket by hand"))
+    sp.add_argument("queue")
+    sp.add_argument("subject")
+    sp.add_argument("--text", help="the first comment")
+    sp.add_argument("--requestor", action="append", help="a requestor address (repeatable)")
+    sp.add_argument("--field", action="append", metavar="NAME=VALUE", help="a custom field (repeatable)")
+    sp.add_argument("--priority", type=int)
+    sp = acting(add("update", cmd_ticket_update, "change a ticket (all or nothing)"))
+    sp.add_argument("id", type=int)
+    for opt in ("subject", "queue", "state", "outcome", "owner", "due"):
+        sp.add_argument(f"--{opt}")
+    sp.add_argument("--priority", type=int)
+    sp.add_argument("--time-estimated", type=int, metavar="MINUTES")
+    sp.add_argument("--field", action="append", metavar="NAME=VALUE",
+                    help="set a custom field; repeat NAME for several values; NAME= clears it")
+    sp.add_argument("--version", type=int, help="refuse if the ticket changed since this version")
+    sp = acting(add("take", cmd_ticket_take, "take a ticket (--steal: from its owner)"))
+    sp.add_argument("id", type=int)
+    sp.add_argument("--steal", action="store_true")
+    sp = acting(add("people", cmd_ticket_people, "add or remove requestors, Cc, AdminCc"))
+    sp.add_argument("id", type=int)
+    sp.add_argument("role", choices=["requestor", "cc", "admincc"])
+    sp.add_argument("--add", action="append")
+    sp.add_argument("--remove", action="append")
+    sp = acting(add("comment", cmd_ticket_comment, "add an internal comment ('-' reads stdin)"))
+    sp.add_argument("id", type=int)
+    sp.add_argument("text")
+    sp.add_argument("--time", type=int, default=0, metavar="MINUTES", help="time worked")
+    sp = acting(add("link", cmd_ticket_link, "link two tickets (or --remove the link)"))
+    sp.add_argument("id", type=int)
+    sp.add_argument("type", choices=["child-of", "parent-of", "depends-on", "depended-on-by", "refers-to",
+                                     "referred-to-by"])
+    sp.add_argument("other", type=int)
+    sp.add_argument("--remove", action="store_true")
+    sp = acting(add("merge", cmd_ticket_merge, "merge ticket ID into ticket INTO"))
+    sp.add_argument("id", type=int)
+    sp.add_argument("into", type=int)
+    sp = acting(add("split", cmd_ticket_split, "split articles out into a new linked ticket"))
+    sp.add_argument("id", type=int)
+    sp.add_argument("articles", type=int, nargs="+")
+    sp.add_argument("--copy-field", action="append")
+    sp.add_argument("--subject")
+    sp.add_argument("--queue")
+    sp = acting(add("previous", cmd_ticket_previous, "earlier incidents for this ticket's IPs and netblocks"),
+                key=False)
+    sp.add_argument("id", type=int)
+    sp.add_argument("--limit", type=int, default=50)
+    sp = acting(add("remind", cmd_ticket_remind, "a reminder on a ticket"))
+    sp.add_argument("id", type=int)
+    sp.add_argument("due", help="ISO 8601 time, e.g. 2026-12-01T09:00:00+01:00")
+    sp.add_argument("text")
+    sp.add_argument("--awaiting", help="the address whose answer ends the reminder")
+    sp.add_argument("--notify-third-party", action="store_true")
+    sp = acting(add("reminders", cmd_reminders, "my reminders"), key=False)
+    sp.add_argument("--all-users", action="store_true")
+    sp.add_argument("--status", default="open", choices=["open", "fired", "done"])
+
+    sp = acting(add("admin", cmd_admin_show, "show the configuration (rights, groups, lifecycles, ...)"), key=False)
+    sp.add_argument("part", nargs="?", default="all",
+                    choices=["all", "queues", "groups", "lifecycles", "outcomes", "fields", "slas", "rights"])
+    rights_p = sub.add_parser("rights", help="rights per queue").add_subparsers(dest="sub", required=True)
+    for name in ("grant", "revoke"):
+        sp = acting(add(name, cmd_rights, f"{name} rights in a queue to role:NAME or group:NAME", rights_p), key=False)
+        sp.add_argument("queue")
+        sp.add_argument("grantee")
+        sp.add_argument("rights", nargs="+")
+    group = sub.add_parser("group", help="groups").add_subparsers(dest="sub", required=True)
+    sp = acting(add("add", cmd_group_add, "create a group", group), key=False)
+    sp.add_argument("name")
+    sp.add_argument("--description", default="")
+    sp = acting(add("member", cmd_group_member, "add (or --remove) a member", group), key=False)
+    sp.add_argument("group")
+    sp.add_argument("username")
+    sp.add_argument("--remove", action="store_true")
+    lc = sub.add_parser("lifecycle", help="lifecycles").add_subparsers(dest="sub", required=True)
+    sp = acting(add("save", cmd_lifecycle_save, "create or replace a lifecycle from a YAML/JSON file ('-': stdin)",
+                    lc), key=False)
+    sp.add_argument("name")
+    sp.add_argument("file")
+    oc = sub.add_parser("outcome", help="closing outcomes").add_subparsers(dest="sub", required=True)
+    sp = acting(add("save", cmd_outcome_save, "create or change an outcome", oc), key=False)
+    sp.add_argument("name")
+    sp.add_argument("--description", default="")
+    sp.add_argument("--inactive", action="store_true")
+    fd = sub.add_parser("field", help="custom fields").add_subparsers(dest="sub", required=True)
+    sp = acting(add("add", cmd_field_add, "create a custom field", fd), key=False)
+    sp.add_argument("name")
+    sp.add_argument("type", choices=["text", "select", "multiselect", "date", "number", "iprange"])
+    sp.add_argument("--option", action="append")
+    sp.add_argument("--queue")
+    sp.add_argument("--read-only-after-set", action="store_true")
+    sp.add_argument("--admin-only", action="store_true")
+    sp.add_argument("--description", default="")
+    sl = sub.add_parser("sla", help="service levels").add_subparsers(dest="sub", required=True)
+    sp = acting(add("save", cmd_sla_save, "create or change an SLA (minutes in business time)", sl), key=False)
+    sp.add_argument("name")
+    sp.add_argument("--first-response", type=int)
+    sp.add_argument("--next-response", type=int)
+    sp.add_argument("--resolution", type=int)
+    sp.add_argument("--calendar", help="YAML/JSON file: {tz, days, start, end, holidays}")
+    sp.add_argument("--escalate-priority", type=int, default=90)
 
     sp = add("intake", cmd_intake, "what became of a delivered mail, by its sha256")
     sp.add_argument("sha256")

@@ -119,3 +119,30 @@ def test_retry_through_the_api_needs_an_administrator(stack, api, marker):
     assert r.status_code == 403
     r = api.post(f"/intake/{intake_id}/retry")
     assert r.status_code == 200 and r.json()["status"] == "quarantined"   # the queue still does not exist
+
+
+def test_ticket_core_from_the_command_line(stack, marker):
+    queue = f"cli-{marker}"
+    assert stack.cli("queue", "add", queue).returncode == 0
+    assert run_json(stack, "field", "add", f"Net{marker}", "iprange")["type"] == "iprange"
+    a = run_json(stack, "create", queue, "first", "--text", "from 203.0.113.9", "--field",
+                 f"Net{marker}=203.0.113/24", "--idempotency-key", f"k-{marker}")
+    again = run_json(stack, "create", queue, "first", "--idempotency-key", f"k-{marker}")
+    assert again["id"] == a["id"] and again["replayed"] is True
+    b = run_json(stack, "create", queue, "second", "--text", "again 203.0.113.9")
+    proc = stack.cli("update", str(b["id"]), "--state", "resolved")
+    assert proc.returncode != 0 and b"closing a ticket needs an outcome" in proc.stderr
+    changed = run_json(stack, "update", str(b["id"]), "--state", "resolved", "--outcome", "solved", "--priority", "70")
+    assert changed["changed"]["state"] == {"old": "new", "new": "resolved"}
+    assert run_json(stack, "take", str(a["id"]))["ticket"]["owner"] == "admin"
+    assert [t["id"] for t in run_json(stack, "previous", str(b["id"]))] == [a["id"]]
+    proc = stack.cli("previous", str(b["id"]))
+    assert f"#{a['id']}".encode() in proc.stdout and b"same IP 203.0.113.9" in proc.stdout
+    merged = run_json(stack, "merge", str(a["id"]), str(b["id"]))
+    assert merged["ticket_id"] == b["id"]
+    shown = stack.cli("ticket", str(a["id"]))
+    assert f"(#{a['id']} was merged into #{b['id']})".encode() in shown.stdout
+    assert run_json(stack, "group", "add", f"g{marker}")["name"] == f"g{marker}"
+    grants = run_json(stack, "rights", "grant", queue, f"group:g{marker}", "see", "take")["grants"]
+    assert grants[f"group:g{marker}"] == ["see", "take"]
+    assert stack.cli("rights", "grant", queue, "role:agent", "fly").returncode != 0
