@@ -219,6 +219,7 @@ def update_ticket(session, rights: Rights, ticket: Ticket, changes: dict) -> dic
     if "queue" in plan:
         done["queue"] = {"old": queue.name, "new": plan["queue"].name}
         ticket.queue_id, ticket.queue = plan["queue"].id, plan["queue"]
+        ticket.closed = lc_new.is_closed(ticket.state)
     if "owner" in plan and plan["owner"] != ticket.owner_id:
         old = ticket.owner.username if ticket.owner else None
         new_owner = session.get(User, plan["owner"]) if plan["owner"] else None
@@ -253,6 +254,7 @@ def update_ticket(session, rights: Rights, ticket: Ticket, changes: dict) -> dic
 def _set_state(session, ticket: Ticket, new: str, outcome: str | None, actor: str, lc) -> None:
     old = ticket.state
     ticket.state = new
+    ticket.closed = lc.is_closed(new)
     audit(session, ticket.id, actor, "state_changed", field="state", old=old, new=new,
           **({"outcome": outcome} if outcome else {}))
     emit(session, contracts.EV_TICKET_STATE_CHANGED, ticket_id=ticket.id, actor=actor, old=old, new=new)
@@ -493,7 +495,7 @@ def merge(session, rights: Rights, source: Ticket, target: Ticket) -> dict:
             setattr(target, clock, b)
     target.priority = max(target.priority or 0, source.priority or 0)
     old_state = source.state
-    source.state, source.merged_into_id = lifecycle.MERGED, target.id
+    source.state, source.merged_into_id, source.closed = lifecycle.MERGED, target.id, True
     source.time_worked = 0
     source.time_estimated = 0
     touch(source)

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String,
-                        Text, UniqueConstraint)
+                        Text, UniqueConstraint, false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -86,11 +86,14 @@ class Sla(Base):
 
 class Ticket(Base):
     __tablename__ = "ticket"
-    __table_args__ = (Index("ix_ticket_queue_view", "queue_id", "state", "priority", "created"),)
+    # the queue view (a queue's open tickets by priority, then age) reads this index in order
+    __table_args__ = (Index("ix_ticket_queue_open", "queue_id", "closed", "priority", "created", "id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     queue_id: Mapped[int] = mapped_column(ForeignKey("queue.id"), index=True)
     subject: Mapped[str] = mapped_column(Text, default="")
     state: Mapped[str] = mapped_column(String(40), default="new", index=True)
+    # the state's category is "closed" (or the ticket was merged away): kept with every state change
+    closed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     requestor: Mapped[str] = mapped_column(Text, default="")
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -274,13 +274,15 @@ def list_tickets(session, queue: str | None, state: str | None, limit: int, offs
     """Tickets the caller may see. ``state``: one state, a comma list, or "active"
     (not closed); ``owner``: a user name, "me" or "nobody"; ``order``: see ORDERS."""
     from .models import User
-    q = select(Ticket).where(Ticket.state != "merged")
+    q = select(Ticket)
+    if state != "active":      # merged tickets are closed, so the queue view needs no second test
+        q = q.where(Ticket.state != "merged")
     if visible is not None:
         q = q.where(Ticket.queue_id.in_(visible))
     if queue:
         q = q.where(Ticket.queue_id == queue_by_name(session, queue).id)
     if state == "active":
-        q = q.where(Ticket.state.not_in(closed_states(session)))
+        q = q.where(Ticket.closed.is_(False))
     elif state:
         q = q.where(Ticket.state.in_([s.strip() for s in state.split(",") if s.strip()]))
     if owner == "nobody":
@@ -294,15 +296,6 @@ def list_tickets(session, queue: str | None, state: str | None, limit: int, offs
     rows = session.scalars(q.options(joinedload(Ticket.queue), joinedload(Ticket.owner))
                            .order_by(*ORDERS[order or "newest"]).limit(limit).offset(offset)).all()
     return {"total": total, "limit": limit, "offset": offset, "tickets": [ticket_dict(t) for t in rows]}
-
-
-def closed_states(session) -> list[str]:
-    from . import lifecycle
-    from .models import Lifecycle
-    names = {s["name"] for s in lifecycle.DEFAULT["states"] if s["category"] == "closed"}
-    for lc in session.scalars(select(Lifecycle)):
-        names.update(s["name"] for s in lc.definition["states"] if s["category"] == "closed")
-    return sorted(names)
 
 
 def queue_counts(session, visible: list[int] | None = None) -> list[dict]:

@@ -6,7 +6,7 @@ import logging
 from nameko.events import EventDispatcher
 from nameko.rpc import rpc
 from nameko.timer import timer
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from osprey import contracts
@@ -390,6 +390,9 @@ class TicketsService:
                     raise Conflict(f"tickets of {queue!r} are in states the lifecycle {lifecycle_name!r} lacks: "
                                    f"{', '.join(stray)}")
                 q.lifecycle_id, q.lifecycle = (new.id if new else None), new
+                closed = [n for n in lc.order if lc.is_closed(n)]
+                session.execute(update(Ticket).where(Ticket.queue_id == q.id, Ticket.state != lifecycle.MERGED)
+                                .values(closed=Ticket.state.in_(closed)))
             if sla_name is not None:
                 target = None
                 if sla_name:
