@@ -94,6 +94,19 @@ class IngestService:
             return [r.as_dict() for r in session.scalars(q)]
 
     @api
+    def store_raw(self, data_b64):
+        """Keep the exact bytes of a mail Osprey sent (notify's replies and forwards) as
+        evidence beside the mail received; returns its sha256. Storing the same bytes
+        twice is harmless (content-addressed)."""
+        try:
+            data = contracts.unb64(data_b64)
+        except (ValueError, TypeError, AttributeError):
+            raise BadRequest("data is base64") from None
+        if not data:
+            raise BadRequest("no bytes to store")
+        return {"sha256": self.store.put(data), "size": len(data)}
+
+    @api
     def get_raw(self, sha256):
         """The exact stored bytes, base64."""
         try:

@@ -678,6 +678,65 @@ def on_response(session, ticket: Ticket) -> None:
     ticket.next_response_due = None
 
 
+# --- mail out: what notify sent -----------------------------------------------------------
+OUTGOING_ACTIONS = {"reply": "reply", "forward": "forward", "notification": "comment", "bulk": "reply"}
+
+
+def add_outgoing(session, rights: Rights | None, ticket: Ticket, mail: dict) -> tuple[Article, bool]:
+    """Record a mail Osprey sent for this ticket (notify calls this after the SMTP relay
+    took it): an article with direction "out", the raw bytes' sha256 (kept by ingest),
+    our Message-ID (answers thread back by it) and the recipients (who thereby become
+    known correspondents). ``mail["send_id"]`` is the idempotency key: recording the same
+    send twice returns the first article. A reply stops the SLA response clocks; a forward
+    with ``remind_after`` minutes sets a reminder that the recipient's answer ends."""
+    import hashlib
+    action = mail.get("action") or "reply"
+    if action not in OUTGOING_ACTIONS:
+        raise BadRequest(f"an outgoing mail is one of {', '.join(OUTGOING_ACTIONS)}")
+    if not mail.get("send_id"):
+        raise BadRequest("an outgoing mail needs its send_id (the idempotency key)")
+    key = hashlib.sha256(f"out\0{mail['send_id']}".encode()).hexdigest()
+    existing = session.scalars(select(Article).where(Article.intake_id == key)).first()
+    if existing is not None:
+        return existing, False
+    if rights is not None:
+        rights.require(ticket.queue, OUTGOING_ACTIONS[action] if action != "notification" else "comment")
+    author = rights.user.username if rights is not None else (mail.get("author") or SYSTEM)
+    article = Article(ticket_id=ticket.id, intake_id=key, direction="out", action=action,
+                      raw_sha256=mail.get("raw_sha256"), raw_size=mail.get("raw_size"),
+                      message_id=mail.get("message_id"), sender=mail.get("sender") or "",
+                      recipients={"to": list(mail.get("to") or []), "cc": list(mail.get("cc") or []),
+                                  "bcc": list(mail.get("bcc") or [])},
+                      subject=mail.get("subject") or "", date=mail.get("date"), body_text=mail.get("body_text") or "",
+                      author=author, auto={"security": mail["security"]} if mail.get("security") else {},
+                      time_worked=_minutes(mail.get("time_worked") or 0, "time worked"))
+    session.add(article)
+    session.flush()
+    from . import search
+    search.index_article(session, article)
+    if article.time_worked:
+        ticket.time_worked = (ticket.time_worked or 0) + article.time_worked
+    if action == "reply":
+        on_response(session, ticket)
+    touch(ticket)
+    audit(session, ticket.id, author, f"{action}_sent", article_id=article.id, to=article.recipients["to"],
+          cc=article.recipients["cc"], message_id=article.message_id, raw_sha256=article.raw_sha256)
+    if action == "forward" and mail.get("remind_after"):
+        from datetime import timedelta
+        for address in article.recipients["to"]:
+            reminder = Reminder(ticket_id=ticket.id, owner=(ticket.owner.username if ticket.owner else author),
+                                text=f"no answer from {address} to the forward", awaiting=_norm_address(address),
+                                due=utcnow() + timedelta(minutes=_minutes(mail["remind_after"], "remind after")),
+                                notify_third_party=bool(mail.get("remind_third_party")))
+            session.add(reminder)
+            session.flush()
+            audit(session, ticket.id, author, "reminder_added", reminder_id=reminder.id, due=iso(reminder.due),
+                  awaiting=reminder.awaiting)
+    emit(session, contracts.EV_ARTICLE_ADDED, ticket_id=ticket.id, article_id=article.id,
+         raw_sha256=article.raw_sha256, direction="out", action=action)
+    return article, True
+
+
 # --- reminders and escalation (the tickets service's timer) ---------------------------
 def add_reminder(session, rights: Rights, ticket: Ticket, due, text: str = "", awaiting: str | None = None,
                  notify_third_party: bool = False, owner: str | None = None) -> Reminder:

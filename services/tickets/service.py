@@ -304,6 +304,24 @@ class TicketsService:
                 q = q.where(Reminder.status == status)
             return [changes.reminder_dict(r) for r in session.scalars(q.order_by(Reminder.due).limit(500))]
 
+    @api
+    def add_outgoing(self, actor, ticket_id, mail):
+        """Record a mail the notify service sent (see changes.add_outgoing); ``actor`` is
+        the staff member who sent it, or None for automatic mail (notifications,
+        auto-replies, reminders to third parties)."""
+        with self.db.get_session() as session:
+            rights = self._rights(session, actor) if actor else None
+            ticket = changes.get_ticket(session, ticket_id)
+            if rights is not None:
+                rights.require(ticket.queue, "see")
+            try:
+                article, created = changes.add_outgoing(session, rights, ticket, mail or {})
+                session.commit()
+            except IntegrityError:     # the same send recorded concurrently
+                session.rollback()
+                article, created = changes.add_outgoing(session, rights, ticket, mail or {})
+            return {**records.article_dict(article), "duplicate": not created}
+
     # --- administration: rights, groups, lifecycles, outcomes, fields, SLAs ------------
     @api
     def admin_config(self, actor):

@@ -384,3 +384,41 @@ def test_a_manual_ticket_with_fields_requestors_and_text(session):
     assert records.search_tickets(session, "192.0.2.44", 10)[0]["id"] == t.id
     with pytest.raises(Forbidden):
         changes.create_ticket(session, who(session, "carol"), "abuse", "x")
+
+
+# --- mail out ----------------------------------------------------------------------------
+def test_an_outgoing_reply_and_forward_are_recorded_once_and_make_correspondents(session):
+    t = ticket_from_mail(session, 1)
+    alice = who(session, "alice")
+    sent = {"send_id": "n-1", "action": "forward", "to": ["noc@isp.example"], "subject": "Fwd: Incident 1",
+            "message_id": "<out-1@osprey.example>", "raw_sha256": "ef" * 32, "raw_size": 900, "body_text": "FYI",
+            "remind_after": 60}
+    article, created = changes.add_outgoing(session, alice, t, sent)
+    again, created_again = changes.add_outgoing(session, alice, t, sent)
+    session.commit()
+    assert created and not created_again and again.id == article.id
+    assert (article.direction, article.action, article.author) == ("out", "forward", "alice")
+    assert "noc@isp.example" in records.correspondents(session, t)
+    (reminder,) = session.scalars(select(changes.Reminder).where(changes.Reminder.ticket_id == t.id)).all()
+    assert reminder.awaiting == "noc@isp.example"
+    # the NOC answers our Message-ID: the answer threads to the ticket and ends the reminder
+    result = records.add_mail(session, mail(2, sender="noc@isp.example", sender_address="noc@isp.example",
+                                            referenced_ids=["<out-1@osprey.example>"]))
+    assert result["ticket_id"] == t.id and result["held_from_ticket"] is None
+    assert reminder.status == "done"
+    with pytest.raises(BadRequest, match="send_id"):
+        changes.add_outgoing(session, alice, t, {"action": "reply"})
+    with pytest.raises(Forbidden):
+        changes.add_outgoing(session, who(session, "carol"), t, {"send_id": "n-2", "action": "reply"})
+
+
+def test_a_reply_stops_the_response_clock(session):
+    target = Sla(name="fast", first_response_minutes=30, calendar={})
+    session.add(target)
+    session.flush()
+    session.scalars(select(Queue).where(Queue.name == "general")).one().sla_id = target.id
+    session.commit()
+    t = ticket_from_mail(session, 1)
+    assert t.first_response_due is not None
+    changes.add_outgoing(session, who(session, "alice"), t, {"send_id": "r-1", "action": "reply", "to": ["a@x.example"]})
+    assert t.first_response_due is None and t.first_responded is not None
