@@ -102,7 +102,8 @@ def load(engine, n: int, seed: int = 7) -> float:
             conn.execute(text("SELECT setval(pg_get_serial_sequence('ticket', 'id'), :n)"), {"n": n})
             conn.execute(text("SELECT setval(pg_get_serial_sequence('article', 'id'), :n)"), {"n": n})
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("ANALYZE")
+        # what autovacuum does on its own after a bulk load (visibility map for index-only scans)
+        conn.exec_driver_sql("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE")
     return time.perf_counter() - t0
 
 
@@ -122,7 +123,8 @@ def measure(engine, n: int, queries: int, seed: int = 11) -> dict:
                                         order="priority")
             times.append(time.perf_counter() - t)
             totals.append(page["total"])
-        out["queue view"] = (times, f"{sum(totals) / len(totals):,.0f} active tickets per queue")
+        out["queue view"] = (times, f"{sum(totals) / len(totals):,.0f} active tickets per queue counted "
+                                    f"(capped at {records.COUNT_CAP:,})")
         times, hits = [], []
         for _ in range(queries):
             ticket = session.get(Ticket, rng.randrange(1, n + 1))
