@@ -40,8 +40,8 @@ TEXT_DEADLINE = 20.0  # seconds enrich_text spends on lookups in all (keep it un
 
 
 def db_url() -> str:
-    """SQLite in DATA_DIR/enrich/enrich.db (an OSPREY_ENRICH_DB_URL setting is to come)."""
-    return f"sqlite:///{Path(settings().service_dir(contracts.ENRICH)) / 'enrich.db'}"
+    """OSPREY_ENRICH_DB_URL; empty: SQLite in DATA_DIR/enrich/enrich.db."""
+    return settings().enrich_db_url
 
 
 def _text_arg(value, name: str) -> str:
