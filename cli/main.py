@@ -480,6 +480,48 @@ def cmd_reminders(args) -> int:
 
 # --- administration -------------------------------------------------------------------
 
+def cmd_keys_list(args) -> int:
+    rows = _call(_rpc(), "crypto", "list_keys")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for k in rows:
+        flags = [f for f, on in (("trusted", k.get("trusted")), ("anchor", k.get("anchor")), ("secret", k.get("secret")),
+                                 ("EXPIRED", k.get("expired")), ("expiring soon", k.get("expiring_soon")),
+                                 ("REVOKED", k.get("revoked"))) if on]
+        who = ", ".join(k.get("addresses") or k.get("uids") or [])
+        print(f"{k['kind']:<8} {k.get('fingerprint', ''):<40} {(k.get('expires') or 'no expiry')[:10]:<10} "
+              f"{' '.join(flags):<24} {who}" + (f"  queue={k['queue']}" if k.get("queue") else "")
+              + (f"  PROBLEM: {k['problem']}" if k.get("problem") else ""))
+    return 0
+
+
+def cmd_keys_import(args) -> int:
+    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    rows = _call(_rpc(), "crypto", "import_key", contracts.b64(data), args.trusted, args.queue, args.passphrase_env)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for k in rows:
+            print(f"imported {k['kind']} {k.get('fingerprint', '')} {', '.join(k.get('addresses') or [])}")
+    return 0
+
+
+def cmd_keys_delete(args) -> int:
+    _print(_call(_rpc(), "crypto", "delete_key", args.fingerprint), args.json)
+    return 0
+
+
+def cmd_keys_trust(args) -> int:
+    _print(_call(_rpc(), "crypto", "set_trust", args.fingerprint, not args.untrust), args.json)
+    return 0
+
+
+def cmd_keys_queue(args) -> int:
+    _print(_call(_rpc(), "crypto", "set_queue_key", args.fingerprint, args.queue, args.passphrase_env), args.json)
+    return 0
+
+
 def cmd_admin_show(args) -> int:
     config_ = _call(_rpc(), "tickets", "admin_config", args.as_user)
     part = config_ if args.part == "all" else config_[args.part]
@@ -728,6 +770,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--all-users", action="store_true")
     sp.add_argument("--status", default="open", choices=["open", "fired", "done"])
 
+    keys = sub.add_parser("keys", help="OpenPGP keys, S/MIME certificates, trust anchors, CRLs").add_subparsers(
+        dest="sub", required=True)
+    add("list", cmd_keys_list, "keys with expiry, trust, usage and problems", keys)
+    sp = add("import", cmd_keys_import, "import a key, certificate or CRL from a file ('-': stdin)", keys)
+    sp.add_argument("file")
+    sp.add_argument("--trusted", action="store_true", help="trust it (a CA certificate becomes a trust anchor)")
+    sp.add_argument("--queue", help="the queue that signs with this (secret) key")
+    sp.add_argument("--passphrase-env", help="environment variable (or secrets file name) holding its passphrase")
+    add("delete", cmd_keys_delete, "delete a key", keys).add_argument("fingerprint")
+    sp = add("trust", cmd_keys_trust, "trust a key (--untrust: stop trusting it)", keys)
+    sp.add_argument("fingerprint")
+    sp.add_argument("--untrust", action="store_true")
+    sp = add("queue", cmd_keys_queue, "make a secret key a queue's signing key", keys)
+    sp.add_argument("fingerprint")
+    sp.add_argument("queue")
+    sp.add_argument("--passphrase-env")
+
     sp = acting(add("admin", cmd_admin_show, "show the configuration (rights, groups, lifecycles, ...)"), key=False)
     sp.add_argument("part", nargs="?", default="all",
                     choices=["all", "queues", "groups", "lifecycles", "outcomes", "fields", "slas", "rights"])
@@ -781,6 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
     qsub = sp.add_subparsers(dest="sub")
     add("retry", cmd_quarantine_retry, "process a quarantined mail again (by its intake id)", qsub).add_argument(
         "intake_id")
+    __import__("cli.notify").notify.register(sub, add)   # outbound: template, reply, forward, outbox
     return p
 
 

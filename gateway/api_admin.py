@@ -195,3 +195,60 @@ async def save_sla(request: Request):
     return JSONResponse(await _call(request, "save_sla", who, request.path_params["name"],
                                     b.get("first_response_minutes"), b.get("next_response_minutes"),
                                     b.get("resolution_minutes"), b.get("calendar"), b.get("escalate_priority", 90)))
+
+
+# --- keys (services/crypto) -----------------------------------------------------------
+async def _crypto(request: Request, method: str, *args):
+    return await request.app.state.rpc.call("crypto", method, *args)
+
+
+async def list_keys(request: Request):
+    """
+    summary: OpenPGP keys, X.509 certificates and CRLs with expiry, trust, usage and problems (administrators).
+    responses:
+      200: {description: list of key records}
+    """
+    _admin(request)
+    return JSONResponse(await _crypto(request, "list_keys"))
+
+
+async def import_key(request: Request):
+    """
+    summary: "Import keys: the body is an armored or binary OpenPGP key, a PEM/DER certificate or a CRL (?trusted=1&queue=NAME&passphrase_env=VAR)."
+    responses:
+      201: {description: the imported key records}
+      400: {description: not a key (the detail says why)}
+    """
+    _admin(request)
+    from osprey import contracts
+    data = await request.body()
+    if not data:
+        raise ApiError(400, "send the key bytes as the request body")
+    p = request.query_params
+    records = await _crypto(request, "import_key", contracts.b64(data), p.get("trusted") in ("1", "true", "yes"),
+                            p.get("queue"), p.get("passphrase_env"))
+    return JSONResponse(records, status_code=201)
+
+
+async def key(request: Request):
+    """
+    summary: "One key (GET), change it (PATCH {trusted, queue, passphrase_env}) or delete it (DELETE)."
+    responses:
+      200: {description: the key record}
+      404: {description: no such key}
+    """
+    _admin(request)
+    fingerprint = request.path_params["fingerprint"]
+    if request.method == "GET":
+        return JSONResponse(await _crypto(request, "get_key", fingerprint))
+    if request.method == "DELETE":
+        return JSONResponse(await _crypto(request, "delete_key", fingerprint))
+    b = await _body(request)
+    result = None
+    if "trusted" in b:
+        result = await _crypto(request, "set_trust", fingerprint, bool(b["trusted"]))
+    if "queue" in b:
+        result = await _crypto(request, "set_queue_key", fingerprint, b["queue"], b.get("passphrase_env"))
+    if result is None:
+        raise ApiError(400, "give trusted, or queue (and passphrase_env)")
+    return JSONResponse(result)
