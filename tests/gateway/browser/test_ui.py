@@ -4,51 +4,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
+from tests.gateway.browser.support import deliver, login
 from tests.helpers import make_mail, wait_for
-
-CHROMIUM = "/usr/lib/chromium/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser, stack):
-    context = browser.new_context(base_url=stack.url, accept_downloads=True)
-    pg = context.new_page()
-    outside = []
-    pg.on("request", lambda req: outside.append(req.url) if not req.url.startswith((stack.url, "data:", "about:")) else None)
-    pg.outside_requests = outside
-    yield pg
-    context.close()
-
-
-def login(page, stack):
-    page.goto("/")
-    expect(page).to_have_url(re.compile(r"/login\?next=%2F$"))
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(stack.admin_password)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name=re.compile("All tickets"))).to_be_visible()
-
-
-def deliver(stack, api, raw) -> dict:
-    assert stack.mailgate(raw).returncode == 0
-    sha = hashlib.sha256(raw).hexdigest()
-    return wait_for(lambda: (lambda r: r.json()["intakes"][0] if r.status_code == 200 and
-                             r.json()["intakes"][0]["status"] == "delivered" else None)(api.get(f"/intake/{sha}")),
-                    what="delivery")
-
 
 HTML_MAIL = """From: CERT Example <cert@example.org>\r
 To: abuse@csirt.example\r

@@ -105,8 +105,10 @@ def test_a_stranger_naming_a_ticket_gets_a_new_linked_ticket(stack, api, marker)
     assert stranger["ticket_id"] != tid
     new = api.get(f"/tickets/{stranger['ticket_id']}").json()
     old = api.get(f"/tickets/{tid}").json()
-    assert new["links"] == [{"type": "refers-to", "direction": "out", "ticket_id": tid, "subject": old["subject"]}]
-    assert old["links"] == [{"type": "refers-to", "direction": "in", "ticket_id": new["id"], "subject": new["subject"]}]
+    assert new["links"] == [{"type": "refers-to", "direction": "out", "ticket_id": tid, "subject": old["subject"],
+                             "state": old["state"], "label": "refers-to"}]
+    assert old["links"] == [{"type": "refers-to", "direction": "in", "ticket_id": new["id"], "subject": new["subject"],
+                             "state": new["state"], "label": "referred-to-by"}]
     assert "followup_from_unknown_sender" in [h["action"] for h in old["history"]]
     assert len(api.get(f"/tickets/{tid}/articles").json()) == 2
 
