@@ -55,6 +55,7 @@ async def list_tickets(request: Request):
       - {name: state, in: query, schema: {type: string}, description: "a state, a comma list, or active (not closed)"}
       - {name: owner, in: query, schema: {type: string}, description: "a user name, me, or nobody"}
       - {name: order, in: query, schema: {type: string, enum: [newest, oldest, priority, updated]}}
+      - {name: sla, in: query, schema: {type: string, enum: [breached]}, description: "open tickets past an SLA target"}
       - {name: limit, in: query, schema: {type: integer, default: 50}}
       - {name: offset, in: query, schema: {type: integer, default: 0}}
     responses:
@@ -63,7 +64,7 @@ async def list_tickets(request: Request):
     p = request.query_params
     return JSONResponse(await request.app.state.rpc.call(
         "tickets", "list_tickets", actor(request), p.get("queue"), p.get("state"),
-        p.get("limit", 50), p.get("offset", 0), p.get("owner"), p.get("order")))
+        p.get("limit", 50), p.get("offset", 0), p.get("owner"), p.get("order"), p.get("sla")))
 
 
 async def get_ticket(request: Request):

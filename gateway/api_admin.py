@@ -54,7 +54,7 @@ async def create_user(request: Request):
     _admin(request)
     b = await _body(request)
     user = await _call(request, "create_user", b.get("username"), b.get("password"), b.get("role") == "admin",
-                       b.get("role"), b.get("email", ""))
+                       b.get("role"), b.get("email", ""), actor(request))
     return JSONResponse(user, status_code=201)
 
 
@@ -69,11 +69,11 @@ async def update_user(request: Request):
     name = request.path_params["username"]
     user = None
     if "role" in b:
-        user = await _call(request, "set_role", name, b["role"])
+        user = await _call(request, "set_role", name, b["role"], actor(request))
     if "password" in b:
-        user = await _call(request, "set_password", name, b["password"])
+        user = await _call(request, "set_password", name, b["password"], actor(request))
     if "disabled" in b:
-        user = await _call(request, "set_disabled", name, bool(b["disabled"]))
+        user = await _call(request, "set_disabled", name, bool(b["disabled"]), actor(request))
     if user is None:
         raise ApiError(400, "give role, password or disabled")
     return JSONResponse(user)

@@ -226,6 +226,10 @@ async def logout(request: Request):
     return RedirectResponse("/login", status_code=303)
 
 
+def _who(request: Request) -> str:
+    return request.state.user["username"]
+
+
 # --- home: at a glance ------------------------------------------------------------------
 async def home(request: Request):
     p = request.query_params
@@ -238,8 +242,8 @@ async def home(request: Request):
         _tickets(request, "list_queues"),
         _tickets(request, "list_reminders", True, "open"),
         _tickets(request, "list_reminders", True, "fired"),
-        _tickets(request, "list_tickets", None, "active", 200, 0, None, "priority"))
-    breaches = [t for t in active["tickets"] if t["sla"]["breached"]]
+        _tickets(request, "list_tickets", None, "active", 50, 0, None, "priority", "breached"))
+    breaches = active["tickets"]
     reminders = sorted(fired_rem + open_rem, key=lambda r: r["due"] or "")
     return render(request, "home.html", mine=mine, unowned=unowned, queues=queues, reminders=reminders,
                   breaches=breaches)
@@ -770,7 +774,7 @@ async def admin_user_create(request, form):
     password = str(form.get("password") or "") or None
     role = str(form.get("role") or "agent")
     user = await request.app.state.rpc.call("tickets", "create_user", username, password, role == "admin", role,
-                                            str(form.get("email") or ""))
+                                            str(form.get("email") or ""), _who(request))
     return f"User {user['username']} created ({user['role']})."
 
 
@@ -780,7 +784,7 @@ async def admin_user_role(request, form):
     username, role = str(form.get("username") or ""), str(form.get("role") or "")
     if username == _who(request) and role != "admin":
         return await _refuse("you cannot take away your own administrator role")
-    user = await request.app.state.rpc.call("tickets", "set_role", username, role)
+    user = await request.app.state.rpc.call("tickets", "set_role", username, role, _who(request))
     return f"{user['username']} is now {user['role']}."
 
 
@@ -790,7 +794,7 @@ async def admin_user_disabled(request, form):
     username, disabled = str(form.get("username") or ""), form.get("disabled") == "1"
     if username == _who(request) and disabled:
         return await _refuse("you cannot disable yourself")
-    user = await request.app.state.rpc.call("tickets", "set_disabled", username, disabled)
+    user = await request.app.state.rpc.call("tickets", "set_disabled", username, disabled, _who(request))
     return f"{user['username']} is {'disabled' if user['disabled'] else 'enabled'}."
 
 
@@ -798,7 +802,8 @@ async def admin_user_disabled(request, form):
 async def admin_user_password(request, form):
     await _confirm_admin(request)
     username = str(form.get("username") or "")
-    await request.app.state.rpc.call("tickets", "set_password", username, str(form.get("password") or ""))
+    await request.app.state.rpc.call("tickets", "set_password", username, str(form.get("password") or ""),
+                                     _who(request))
     return f"Password of {username} set."
 
 

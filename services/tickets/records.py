@@ -271,7 +271,7 @@ ORDERS = {
 
 def list_tickets(session, queue: str | None, state: str | None, limit: int, offset: int,
                  visible: list[int] | None = None, owner: str | None = None, order: str | None = None,
-                 me: str | None = None) -> dict:
+                 me: str | None = None, sla: str | None = None) -> dict:
     """Tickets the caller may see. ``state``: one state, a comma list, or "active"
     (not closed); ``owner``: a user name, "me" or "nobody"; ``order``: see ORDERS."""
     from .models import User
@@ -286,6 +286,10 @@ def list_tickets(session, queue: str | None, state: str | None, limit: int, offs
         q = q.where(Ticket.closed.is_(False))
     elif state:
         q = q.where(Ticket.state.in_([s.strip() for s in state.split(",") if s.strip()]))
+    if sla == "breached":     # a response or resolution target has passed
+        now = utcnow()
+        q = q.where(Ticket.closed.is_(False), (Ticket.first_response_due < now) | (Ticket.next_response_due < now)
+                    | (Ticket.resolution_due < now))
     if owner == "nobody":
         q = q.where(Ticket.owner_id.is_(None))
     elif owner:
@@ -301,6 +305,11 @@ def list_tickets(session, queue: str | None, state: str | None, limit: int, offs
             "tickets": [ticket_dict(t) for t in rows]}
 
 
+def _states(queue: Queue) -> list[dict]:
+    from . import lifecycle
+    return list(lifecycle.for_queue(queue).data["states"])
+
+
 def queue_counts(session, visible: list[int] | None = None) -> list[dict]:
     counts: dict[int, dict[str, int]] = {}
     for queue_id, state, n in session.execute(
@@ -312,6 +321,7 @@ def queue_counts(session, visible: list[int] | None = None) -> list[dict]:
         q = q.where(Queue.id.in_(visible))
     return [{"id": q.id, "name": q.name, "description": q.description, "followup_policy": q.followup_policy,
              "lifecycle": q.lifecycle.name if q.lifecycle else "default", "sla": q.sla.name if q.sla else None,
+             "states": _states(q),
              "counts": counts.get(q.id, {}),
              "total": sum(counts.get(q.id, {}).values())}
             for q in session.scalars(q)]

@@ -104,12 +104,12 @@ class TicketsService:
             return next(q for q in records.queue_counts(session) if q["name"] == name)
 
     @api
-    def list_tickets(self, actor, queue=None, state=None, limit=50, offset=0, owner=None, order=None):
+    def list_tickets(self, actor, queue=None, state=None, limit=50, offset=0, owner=None, order=None, sla=None):
         with self.db.get_session() as session:
             rights = self._rights(session, actor)
             return records.list_tickets(session, queue, state, _limit(limit), max(0, int(offset or 0)),
                                         visible=rights.queues_with(session, "see"), owner=owner, order=order,
-                                        me=rights.user.username)
+                                        me=rights.user.username, sla=sla)
 
     @api
     def get_ticket(self, actor, ticket_id):
@@ -524,41 +524,41 @@ class TicketsService:
             return [accounts.user_dict(u) for u in session.scalars(select(User).order_by(User.username))]
 
     @api
-    def create_user(self, username, password=None, is_admin=False, role=None, email=""):
+    def create_user(self, username, password=None, is_admin=False, role=None, email="", actor=None):
         with self.db.get_session() as session:
             if password is not None and len(password) < 8:
                 raise BadRequest("a password has at least 8 characters")
             user = accounts.create_user(session, username, password, bool(is_admin), role, email)
-            records.audit(session, None, records.SYSTEM, "user_created", username=username, role=user.role)
+            records.audit(session, None, actor or records.SYSTEM, "user_created", username=username, role=user.role)
             session.commit()
             return accounts.user_dict(user)
 
     @api
-    def set_password(self, username, password):
+    def set_password(self, username, password, actor=None):
         with self.db.get_session() as session:
             user = accounts.get_user(session, username)
             accounts.set_password(user, password)
-            records.audit(session, None, records.SYSTEM, "password_set", username=username)
+            records.audit(session, None, actor or records.SYSTEM, "password_set", username=username)
             session.commit()
             return accounts.user_dict(user)
 
     @api
-    def set_disabled(self, username, disabled):
+    def set_disabled(self, username, disabled, actor=None):
         with self.db.get_session() as session:
             user = accounts.get_user(session, username)
             user.disabled = bool(disabled)
-            records.audit(session, None, records.SYSTEM, "user_disabled" if disabled else "user_enabled",
+            records.audit(session, None, actor or records.SYSTEM, "user_disabled" if disabled else "user_enabled",
                           username=username)
             session.commit()
             return accounts.user_dict(user)
 
     @api
-    def set_role(self, username, role):
+    def set_role(self, username, role, actor=None):
         with self.db.get_session() as session:
             user = accounts.get_user(session, username)
             old = user.role
             accounts.set_role(user, role)
-            records.audit(session, None, records.SYSTEM, "user_role_set", username=username, old=old, new=role)
+            records.audit(session, None, actor or records.SYSTEM, "user_role_set", username=username, old=old, new=role)
             session.commit()
             return accounts.user_dict(user)
 

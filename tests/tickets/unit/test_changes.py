@@ -422,3 +422,16 @@ def test_a_reply_stops_the_response_clock(session):
     assert t.first_response_due is not None
     changes.add_outgoing(session, who(session, "alice"), t, {"send_id": "r-1", "action": "reply", "to": ["a@x.example"]})
     assert t.first_response_due is None and t.first_responded is not None
+
+
+def test_the_breached_filter_lists_open_tickets_past_a_target(session):
+    late, fine, closed = ticket_from_mail(session, 1), ticket_from_mail(session, 2), ticket_from_mail(session, 3)
+    past = datetime.now(timezone.utc) - timedelta(minutes=5)
+    late.first_response_due = past
+    fine.resolution_due = datetime.now(timezone.utc) + timedelta(hours=5)
+    closed.resolution_due = past
+    changes.update_ticket(session, who(session, "alice"), closed, {"state": "resolved", "outcome": "solved"})
+    closed.resolution_due = past          # a closed ticket's clocks do not count even if set
+    session.commit()
+    page = records.list_tickets(session, None, "active", 50, 0, sla="breached")
+    assert [t["id"] for t in page["tickets"]] == [late.id]

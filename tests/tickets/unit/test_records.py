@@ -14,6 +14,9 @@ from services.tickets.models import MIGRATIONS, Article, ArticleIP, Attachment, 
 from tests.unit_fixtures import tickets_db
 
 RAW_SHA = "ab" * 32
+DEFAULT_STATES = [{"name": "new", "category": "initial"}, {"name": "open", "category": "active"},
+                  {"name": "stalled", "category": "inactive"}, {"name": "resolved", "category": "closed"},
+                  {"name": "rejected", "category": "closed"}]
 
 
 def mail(n: int = 1, queue: str = "general", **changes) -> dict:
@@ -150,15 +153,15 @@ def test_queue_counts(session):
     records.get_ticket(session, 2).state = "open"
     session.commit()
     assert records.queue_counts(session) == [
-        {"id": 2, "name": "abuse", "description": "", "followup_policy": "new-linked", "lifecycle": "default", "sla": None, "counts": {"new": 1}, "total": 1},
-        {"id": 1, "name": "general", "description": "", "followup_policy": "new-linked", "lifecycle": "default", "sla": None, "counts": {"new": 2, "open": 1}, "total": 3},
+        {"id": 2, "name": "abuse", "description": "", "followup_policy": "new-linked", "lifecycle": "default", "sla": None, "states": DEFAULT_STATES, "counts": {"new": 1}, "total": 1},
+        {"id": 1, "name": "general", "description": "", "followup_policy": "new-linked", "lifecycle": "default", "sla": None, "states": DEFAULT_STATES, "counts": {"new": 2, "open": 1}, "total": 3},
     ]
 
 
 def test_queue_counts_with_no_tickets(session):
     assert records.queue_counts(session) == [
-        {"id": 2, "name": "abuse", "description": "", "followup_policy": "new-linked", "lifecycle": "default", "sla": None, "counts": {}, "total": 0},
-        {"id": 1, "name": "general", "description": "", "followup_policy": "new-linked", "lifecycle": "default", "sla": None, "counts": {}, "total": 0},
+        {"id": 2, "name": "abuse", "description": "", "followup_policy": "new-linked", "lifecycle": "default", "sla": None, "states": DEFAULT_STATES, "counts": {}, "total": 0},
+        {"id": 1, "name": "general", "description": "", "followup_policy": "new-linked", "lifecycle": "default", "sla": None, "states": DEFAULT_STATES, "counts": {}, "total": 0},
     ]
 
 

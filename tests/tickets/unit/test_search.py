@@ -1,5 +1,6 @@
 """services/tickets/search.py: words, "phrases" and IP expressions over the
-embedded index, filled by records.add_mail in a real SQLite tickets database."""
+embedded index, filled by records.add_mail in a real tickets database: every test
+that searches runs on SQLite (FTS5) and on PostgreSQL (tsvector)."""
 from __future__ import annotations
 
 import ipaddress
@@ -9,6 +10,8 @@ import pytest
 from osprey.contracts import ip_key, parse_ip_range
 from services.tickets import records, search
 from services.tickets.exceptions import BadRequest
+from services.tickets.models import MIGRATIONS
+from tests.storage import DIALECTS, databases_for
 from tests.unit_fixtures import tickets_db
 
 # (ticket_hint, subject, body): article n is the n-th row; article 4 follows up ticket 1
@@ -20,9 +23,10 @@ ARTICLES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    engine, make_session = tickets_db(tmp_path_factory.mktemp("search") / "tickets.db")
+@pytest.fixture(scope="module", params=DIALECTS)
+def session(request, tmp_path_factory):
+    databases = databases_for(request, request.param, tmp_path_factory.mktemp("search"))
+    engine, make_session = tickets_db(databases.url("tickets", MIGRATIONS))
     with make_session() as session:
         for n, (hint, subject, body) in enumerate(ARTICLES, start=1):
             records.add_mail(session, {"intake_id": f"{n:064x}", "queue": "general", "ticket_hint": hint,
@@ -31,6 +35,7 @@ def session(tmp_path_factory):
         session.commit()
         yield session
     engine.dispose()
+    databases.drop()
 
 
 def found(session, q: str) -> list[tuple[int, int]]:
