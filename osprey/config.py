@@ -34,6 +34,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OSPREY_INGEST_DB_URL", "", "SQLAlchemy URL of the intake ledger; empty: SQLite in DATA_DIR/ingest/ingest.db."),
     Setting("OSPREY_CRYPTO_DB_URL", "", "SQLAlchemy URL of the keyring database (keys, certificates, CRLs; every crypto replica reads it); empty: SQLite in DATA_DIR/crypto/crypto.db."),
     Setting("OSPREY_ENRICH_DB_URL", "", "SQLAlchemy URL of the enrichment database (RDAP/whois cache, constituencies); empty: SQLite in DATA_DIR/enrich/enrich.db."),
+    Setting("OSPREY_ENRICH_LOOKUPS", "1", "1: enrich looks public addresses up in RDAP/whois (network, ASN, abuse contact); 0: indicators only (no outside requests, e.g. an offline site or the test suite)."),
+    Setting("OSPREY_ENRICH_OWN_DOMAINS", "", "Comma-separated mail domains of the team and of Osprey itself: never reported as indicators."),
     Setting("OSPREY_RAW_STORE", "", "Folder of the content-addressed raw mail store; empty: DATA_DIR/ingest/raw."),
     Setting("OSPREY_MAX_MAIL_BYTES", str(64 * 1024 * 1024), "Largest mail osprey-mailgate and osprey-lmtp accept (bytes); larger mail is refused (exit 69, `552 5.3.4`) so the MTA bounces it to its sender. Keep it under a third of the broker's max_message_size (RabbitMQ: 128 MiB): raw bytes cross RPC base64-encoded."),
     Setting("OSPREY_MAX_BODY_CHARS", str(1024 * 1024), "Body text kept per article for display and search; the raw original always stays whole."),
@@ -75,6 +77,8 @@ class Settings:
     ingest_db_url: str
     crypto_db_url: str
     enrich_db_url: str
+    enrich_lookups: bool
+    enrich_own_domains: tuple[str, ...]
     raw_store: Path
     max_mail_bytes: int
     max_body_chars: int
@@ -122,6 +126,8 @@ def settings() -> Settings:
         ingest_db_url=get("OSPREY_INGEST_DB_URL") or _sqlite_url(data_dir / "ingest" / "ingest.db"),
         crypto_db_url=get("OSPREY_CRYPTO_DB_URL") or _sqlite_url(data_dir / "crypto" / "crypto.db"),
         enrich_db_url=get("OSPREY_ENRICH_DB_URL") or _sqlite_url(data_dir / "enrich" / "enrich.db"),
+        enrich_lookups=get("OSPREY_ENRICH_LOOKUPS") not in ("0", "false", "no", ""),
+        enrich_own_domains=tuple(d.strip().lower() for d in get("OSPREY_ENRICH_OWN_DOMAINS").split(",") if d.strip()),
         raw_store=Path(get("OSPREY_RAW_STORE") or data_dir / "ingest" / "raw"),
         max_mail_bytes=int(get("OSPREY_MAX_MAIL_BYTES")),
         max_body_chars=int(get("OSPREY_MAX_BODY_CHARS")),

@@ -55,6 +55,10 @@ EV_TICKET_MERGED = "ticket_merged"
 EV_TICKET_SPLIT = "ticket_split"
 EV_SLA_BREACHED = "sla_breached"
 EV_REMINDER_DUE = "reminder_due"
+EV_INDICATOR_FOUND = "indicator_found"        # enrich found indicators in an article (tickets records them)
+# published by notify (exchange notify.events): a mail was refused for good by the relay
+# (payload: ticket_id, outbox_id, message_id, action, recipients, reasons {address: reason}, final)
+EV_MAIL_FAILED = "mail_failed"
 
 
 def intake_id(sha256: str, queue: str, action: str) -> str:

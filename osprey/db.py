@@ -46,7 +46,24 @@ def make_engine(url: str) -> Engine:
             cur.execute("SET TIME ZONE 'UTC'")
             cur.close()
             dbapi_conn.commit()
+
+        @event.listens_for(engine, "before_cursor_execute", retval=True)
+        def _no_nul(_conn, _cursor, statement, parameters, _context, _executemany):
+            return statement, _without_nul(parameters)
     return engine
+
+
+def _without_nul(value):
+    """PostgreSQL's text cannot hold U+0000, which mail text can (SQLite stores it):
+    on PostgreSQL it is stored as U+FFFD, the replacement character (the raw mail in
+    ingest's store keeps every byte). Bytes (bytea) and JSON (escaped) are untouched."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {k: _without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_without_nul(v) for v in value)
+    return value
 
 
 def migrate(engine: Engine, migrations: Path) -> None:

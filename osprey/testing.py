@@ -4,6 +4,12 @@
 process (``python -m osprey.servicerunner NAME``, exactly what `make run` runs) and
 the gateway, all with their state under one folder and on free loopback ports.
 Nothing here is a fake: it is the real system, started small.
+
+Databases: SQLite files under the folder (the default), or with
+``database="postgresql"`` (or OSPREY_TEST_DB=postgresql in the environment) a
+private PostgreSQL cluster (osprey.pgserver) with one database per service, given
+to the services as OSPREY_TICKETS_DB_URL / OSPREY_INGEST_DB_URL. URLs of databases
+elsewhere can be given the same way, in ``env``.
 """
 from __future__ import annotations
 
@@ -18,6 +24,12 @@ from pathlib import Path
 
 from . import contracts
 from .broker import RabbitNode, free_port
+from .pgserver import PostgresNode
+
+# the services that own a database, and the setting that names it (osprey.config)
+DB_SETTINGS = {"tickets": "OSPREY_TICKETS_DB_URL", "ingest": "OSPREY_INGEST_DB_URL",
+               "crypto": "OSPREY_CRYPTO_DB_URL", "enrich": "OSPREY_ENRICH_DB_URL"}
+DATABASES = ("sqlite", "postgresql")
 
 BIN = Path(sys.executable).parent
 
@@ -38,11 +50,17 @@ class StackError(RuntimeError):
 
 
 class Stack:
-    def __init__(self, base: Path, admin_password: str = "admin-test-pw", env: dict | None = None):
+    def __init__(self, base: Path, admin_password: str = "admin-test-pw", env: dict | None = None,
+                 database: str | None = None):
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.admin_password = admin_password
         self.extra_env = env or {}
+        self.database = database or os.environ.get("OSPREY_TEST_DB") or "sqlite"
+        if self.database not in DATABASES:
+            raise StackError(f"unknown database {self.database!r} (OSPREY_TEST_DB): one of {', '.join(DATABASES)}")
+        self.postgres: PostgresNode | None = None
+        self.db_urls: dict[str, str] = {}      # service -> its database URL (PostgreSQL)
         self.broker: RabbitNode | None = None
         self.procs: dict[str, subprocess.Popen] = {}
         self.http_port = free_port()
@@ -60,9 +78,11 @@ class Stack:
             "OSPREY_ADMIN_PASSWORD": self.admin_password,
             "OSPREY_RPC_TIMEOUT": "20",
             "OSPREY_TOKEN_CACHE_SECONDS": "1",
+            "OSPREY_ENRICH_LOOKUPS": "0",     # no outside requests from tests (the replay tests turn it on)
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         })
+        env.update({DB_SETTINGS[service]: url for service, url in self.db_urls.items()})
         env.update(self.extra_env)
         return env
 
@@ -75,6 +95,8 @@ class Stack:
 
     # --- lifecycle ---------------------------------------------------------------
     def start(self, timeout: float = 90) -> "Stack":
+        if self.database == "postgresql":
+            self.start_postgres(timeout)
         self.broker = RabbitNode(self.base / "rabbitmq")
         with open(self.log_path("rabbitmq"), "ab") as log:
             self.broker.start(timeout=timeout, log=log)
@@ -83,6 +105,16 @@ class Stack:
         self.start_gateway()
         self.wait_ready(timeout)
         return self
+
+    def start_postgres(self, timeout: float = 90) -> None:
+        """The private cluster and an empty database per service (the services migrate)."""
+        self.postgres = PostgresNode(self.base / "postgres")
+        try:
+            self.postgres.start(timeout=timeout)
+            for service in DB_SETTINGS:
+                self.db_urls[service] = self.postgres.create_database(service, exist_ok=True)
+        except Exception as exc:
+            raise StackError(f"{exc}\n{self.postgres.tail()}") from exc
 
     def crash_broker(self) -> None:
         """SIGKILL the broker node (its state stays)."""
@@ -128,6 +160,8 @@ class Stack:
             self.stop_process(name)
         if self.broker is not None:
             self.broker.stop()
+        if self.postgres is not None:
+            self.postgres.destroy()     # its log stays in base/postgres
 
     def readyz(self) -> tuple[int, dict]:
         try:

@@ -9,7 +9,7 @@ profile="${1:-run}"
 
 pkgs=(rabbitmq-server gnupg openssl ca-certificates)
 if [ "$profile" = test ]; then
-  pkgs+=(chromium dovecot-imapd dovecot-pop3d)
+  pkgs+=(chromium dovecot-imapd dovecot-pop3d postgresql)
 fi
 
 python_ok() {

@@ -12,6 +12,8 @@ import pytest
 
 from osprey.testing import Stack
 
+pytest_plugins = ["tests.storage"]   # postgres, databases, db_url: storage tests on both databases
+
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):

@@ -1,5 +1,6 @@
-"""Small helpers the unit tests share: real SQLite databases in a test's tmp_path,
-prepared exactly as the services prepare theirs (osprey.db.make_engine/prepare).
+"""Small helpers the unit tests share: real databases (SQLite, or PostgreSQL by the
+``databases``/``db_url`` fixtures of tests/storage.py), prepared exactly as the
+services prepare theirs (osprey.db.make_engine/prepare).
 
 Kept out of tests/conftest.py, which belongs to the integration harness.
 """
@@ -18,10 +19,15 @@ from services.tickets import models as tickets_models
 from services.tickets import records
 
 
-def tickets_db(path: Path, queues=("general",)) -> tuple[Engine, sessionmaker]:
-    """A tickets database as the tickets service sets it up on first start:
-    schema, FTS index, the given queues (committed)."""
-    engine = make_engine(f"sqlite:///{path}")
+def _url(db: str | Path) -> str:
+    """A database URL; a path is an SQLite file."""
+    return db if isinstance(db, str) else f"sqlite:///{db}"
+
+
+def tickets_db(db: str | Path, queues=("general",)) -> tuple[Engine, sessionmaker]:
+    """A tickets database (URL, or SQLite file) as the tickets service sets it up on
+    first start: schema, search index, the given queues (committed)."""
+    engine = make_engine(_url(db))
     prepare(engine, tickets_models.MIGRATIONS)
     make_session = sessionmaker(bind=engine, expire_on_commit=False)
     with make_session() as session:
@@ -30,16 +36,17 @@ def tickets_db(path: Path, queues=("general",)) -> tuple[Engine, sessionmaker]:
     return engine, make_session
 
 
-def ingest_db(path: Path) -> tuple[Engine, sessionmaker]:
-    """The intake ledger as the ingest service sets it up."""
-    engine = make_engine(f"sqlite:///{path}")
+def ingest_db(db: str | Path) -> tuple[Engine, sessionmaker]:
+    """The intake ledger (URL, or SQLite file) as the ingest service sets it up."""
+    engine = make_engine(_url(db))
     prepare(engine, ingest_models.MIGRATIONS)
     return engine, sessionmaker(bind=engine, expire_on_commit=False)
 
 
 class TicketsOverSQLite:
     """The tickets end of ``add_mail`` without a broker: the payload crosses as JSON
-    (nameko's serializer), ``records.add_mail`` runs on a real tickets database in
+    (nameko's serializer), ``records.add_mail`` runs on a real tickets database
+    (SQLite or PostgreSQL, whatever ``make_session`` is bound to) in
     one committed transaction, as in TicketsService.add_mail, and an exception
     crosses back the way nameko carries it (serialize → deserialize, which gives
     the caller a ``RemoteError``)."""

@@ -12,7 +12,9 @@ import logging
 import time
 from pathlib import Path
 
-from nameko.rpc import rpc
+from nameko.events import event_handler
+from nameko.exceptions import RemoteError
+from nameko.rpc import RpcProxy, rpc
 
 from osprey import contracts
 from osprey.config import settings
@@ -57,6 +59,7 @@ class EnrichService:
 
     db = Database(Base, url=db_url, migrations=MIGRATIONS)
     lookups = RegistryLookups()
+    tickets = RpcProxy(contracts.TICKETS)
 
     @rpc
     def ping(self):
@@ -70,7 +73,7 @@ class EnrichService:
     def extract(self, text, html=None):
         """Indicators of a text (and an HTML body): a list of dicts, see indicators.py."""
         return extract(_text_arg(text, "text"), _text_arg(html, "html") or None,
-                       own_domains=OWN_DOMAINS, own_addresses=OWN_ADDRESSES)
+                       own_domains=settings().enrich_own_domains or OWN_DOMAINS, own_addresses=OWN_ADDRESSES)
 
     @api
     def lookup_ip(self, ip, refresh=False):
@@ -98,7 +101,8 @@ class EnrichService:
         indicators = self.extract(text, html)
         public = [i["value"] for i in indicators if i["type"] in ("ipv4", "ipv6") and i["class"] == "global"]
         deadline = time.monotonic() + TEXT_DEADLINE
-        networks = {ip: self._lookup(ip, deadline=deadline) for ip in public[:MAX_LOOKUPS]}
+        limit = MAX_LOOKUPS if settings().enrich_lookups else 0
+        networks = {ip: self._lookup(ip, deadline=deadline) for ip in public[:limit]}
         try:
             with self.db.get_session() as session:
                 constituency = routing.route(session, indicators, networks)
@@ -106,7 +110,24 @@ class EnrichService:
             log.exception("routing failed")
             constituency = None
         return {"schema": contracts.SCHEMA, "indicators": indicators, "networks": networks,
-                "skipped": public[MAX_LOOKUPS:], "constituency": constituency}
+                "skipped": public[limit:], "constituency": constituency}
+
+    @event_handler(contracts.TICKETS, contracts.EV_ARTICLE_ADDED)
+    def handle_article_added(self, payload):
+        """Every article that came in: its indicators, networks and constituency go
+        back to tickets (asynchronous: a slow registry never holds up ingest)."""
+        if payload.get("direction", "in") != "in" or not payload.get("article_id"):
+            return
+        try:
+            article = self.tickets.get_article_text(payload["article_id"])
+        except RemoteError as exc:
+            log.warning("article %s not enriched: %s", payload.get("article_id"), exc)
+            return
+        if article.get("direction") != "in":
+            return
+        result = self.enrich_text(f"{article.get('subject') or ''}\n{article.get('body_text') or ''}",
+                                  article.get("body_html"))
+        self.tickets.add_enrichment(article["id"], result)
 
     @api
     def add_constituency(self, name, netblocks=(), domains=(), asns=(), contact=""):

@@ -737,6 +737,99 @@ def add_outgoing(session, rights: Rights | None, ticket: Ticket, mail: dict) -> 
     return article, True
 
 
+# --- enrichment: what the enrich service found ------------------------------------------
+ENRICH = "enrich"
+# the fields enrichment fills (created on first use; an administrator may rename nothing here)
+ENRICH_FIELDS = {"IP addresses": "iprange", "Network": "text", "ASN": "text", "Abuse contact": "text",
+                 "Country": "text", "Constituency": "text"}
+IP_TYPES = ("ipv4", "ipv6", "cidr", "range")
+
+
+def _enrich_field(session, name: str, type_: str):
+    from .models import CustomField
+    field = session.scalars(select(CustomField).where(CustomField.name == name)).first()
+    if field is None:
+        field = fields.create(session, name, type_, description="filled by the enrich service")
+    return field
+
+
+def _merge_text(old: list[str], new: list[str]) -> str:
+    items = [x.strip() for x in ", ".join(old).split(",") if x.strip()]
+    for value in new:
+        if value and value not in items:
+            items.append(value)
+    return ", ".join(items)[:fields.MAX_TEXT]
+
+
+def add_enrichment(session, article: Article, result: dict) -> dict:
+    """Record enrich's findings for one article (enrich_text's result): the indicators,
+    and the ticket fields they fill — public IP addresses and networks into "IP
+    addresses", and network name, ASN, abuse contact, country and constituency — with
+    a history entry by "enrich". Applying the same article twice changes nothing."""
+    from .models import Indicator
+    if session.scalars(select(Indicator.id).where(Indicator.article_id == article.id).limit(1)).first() is not None:
+        return {"duplicate": True}
+    ticket = session.get(Ticket, article.ticket_id)
+    seen, found = set(), []
+    for ind in (result or {}).get("indicators") or []:
+        key = (str(ind.get("type", ""))[:20], str(ind.get("value", ""))[:2000])
+        if not all(key) or key in seen:
+            continue
+        seen.add(key)
+        session.add(Indicator(ticket_id=ticket.id, article_id=article.id, type=key[0], value=key[1],
+                              ip_class=ind.get("class")))
+        found.append({"type": key[0], "value": key[1], "class": ind.get("class")})
+    public_ips = [i["value"] for i in found if i["type"] in IP_TYPES and i.get("class") == "global"]
+    networks = [n for n in ((result or {}).get("networks") or {}).values() if n.get("status") == "ok"]
+    values = {
+        "IP addresses": public_ips,
+        "Network": [" ".join(x for x in (n.get("name"), (n.get("cidr") or [""])[0]) if x) for n in networks],
+        "ASN": [f"AS{n['asn']}" if str(n.get("asn", "")).isdigit() else str(n.get("asn") or "") for n in networks],
+        "Abuse contact": [n.get("abuse_contact") or "" for n in networks],
+        "Country": [n.get("country") or "" for n in networks],
+        "Constituency": [((result or {}).get("constituency") or {}).get("name") or ""],
+    }
+    changed = {}
+    for name, new in values.items():
+        new = [v for v in new if v]
+        if not new:
+            continue
+        field = _enrich_field(session, name, ENRICH_FIELDS[name])
+        old = fields.current(session, ticket.id, field)
+        if field.type == "iprange":
+            rows = []
+            for value in new:
+                try:
+                    rows += fields.normalise(field, value)
+                except BadRequest:
+                    continue
+            fields.store(session, ticket.id, field, rows, add=True)
+        else:
+            fields.store(session, ticket.id, field, fields.normalise(field, _merge_text(old, new)))
+        now = fields.current(session, ticket.id, field)
+        if now != old:
+            changed[name] = {"old": old, "new": now}
+    for name, change in changed.items():
+        audit(session, ticket.id, ENRICH, "changed", field=f"fields.{name}", old=change["old"], new=change["new"],
+              article_id=article.id)
+    audit(session, ticket.id, ENRICH, "enriched", article_id=article.id, indicators=len(found),
+          looked_up=len(networks), skipped=len((result or {}).get("skipped") or []))
+    if changed:
+        ticket.version = (ticket.version or 1) + 1
+    emit(session, contracts.EV_INDICATOR_FOUND, ticket_id=ticket.id, article_id=article.id,
+         indicators=found[:200], constituency=((result or {}).get("constituency") or {}).get("name"))
+    return {"duplicate": False, "indicators": len(found), "changed": changed}
+
+
+def indicators(session, ticket_id: int) -> list[dict]:
+    from .models import Indicator
+    rows = session.execute(select(Indicator.type, Indicator.value, Indicator.ip_class, func.min(Indicator.article_id))
+                           .where(Indicator.ticket_id == ticket_id)
+                           .group_by(Indicator.type, Indicator.value, Indicator.ip_class)
+                           .order_by(Indicator.type, Indicator.value))
+    return [{"type": t, "value": v, "class": c, "article_id": a} for t, v, c, a in rows]
+
+
 # --- reminders and escalation (the tickets service's timer) ---------------------------
 def add_reminder(session, rights: Rights, ticket: Ticket, due, text: str = "", awaiting: str | None = None,
                  notify_third_party: bool = False, owner: str | None = None) -> Reminder:

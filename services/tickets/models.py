@@ -284,6 +284,20 @@ class IdempotencyKey(Base):
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
+class Indicator(Base):
+    """An indicator the enrich service found in an article (IP, network, domain, URL,
+    address, hash, CVE), normalised, with the class of an IP (global, private, …)."""
+    __tablename__ = "indicator"
+    __table_args__ = (UniqueConstraint("article_id", "type", "value"), Index("ix_indicator_value", "type", "value"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    article_id: Mapped[int] = mapped_column(ForeignKey("article.id"), index=True)
+    type: Mapped[str] = mapped_column(String(20))
+    value: Mapped[str] = mapped_column(String(2000))
+    ip_class: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class AuditEntry(Base):
     __tablename__ = "audit"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

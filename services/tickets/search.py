@@ -10,7 +10,8 @@ FTS5's ``snippet()`` on both. The ranking differs: bm25 on SQLite, ``ts_rank``
 with length normalisation on PostgreSQL. PostgreSQL's limits on a tsvector apply
 to long mails: positions end at 16383 (a phrase later in a long mail may be missed,
 words are not), 256 positions per word, words of at most 2046 bytes, and about a
-megabyte of distinct words (the rest of such a mail is not indexed).
+megabyte of distinct words with their positions (past that, the words that appear
+first in the mail are indexed, the others not).
 
 IPs: ``article_ip`` rows holding 16-byte keys (contracts.ip_key), so an address,
 CIDR or range is one indexed BETWEEN (bytes compare as memcmp on both).
@@ -41,7 +42,7 @@ SNIPPET_ARGS = "1, char(2), char(3), ' … ', 12"
 _MAX_POS = 16383          # larger positions are stored as this
 _MAX_NPOS = 256           # positions kept per lexeme
 _MAX_LEXEME = 2046        # bytes; longer words cannot be stored
-_MAX_LEXEMES_BYTES = 1_000_000   # all distinct lexemes together (PostgreSQL: < 1 MiB)
+_MAX_LEXEMES_BYTES = 1_040_000   # lexemes and positions together (PostgreSQL: < 1 MiB)
 _COLUMN_GAP = 2           # positions between subject and body: no phrase spans them
 
 BACKENDS = ("sqlite", "postgresql")
@@ -78,19 +79,25 @@ def _scratch_fts(ncols: int) -> sqlite3.Connection:
     return db
 
 
-def fts5_tokens(*texts: str) -> list[list[str]]:
-    """Each text's tokens as FTS5 indexes them (folded), in order."""
+def _fts5_instances(*texts: str) -> list[tuple[str, str, int]]:
+    """Every token of the texts as FTS5 indexes it: (folded term, column "c<i>",
+    offset), ordered by term, then column and offset (fts5vocab's order)."""
     db = _scratch_fts(len(texts))
     try:
         db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, 'instance')")
         marks = ", ".join("?" for _ in texts)
         db.execute(f"INSERT INTO t VALUES ({marks})", texts)
-        found: list[list[tuple[int, str]]] = [[] for _ in texts]
-        for term, col, offset in db.execute("SELECT term, col, offset FROM v"):
-            found[int(col[1:])].append((offset, term))
-        return [[term for _, term in sorted(tokens)] for tokens in found]
+        return db.execute("SELECT term, col, offset FROM v").fetchall()
     finally:
         db.close()
+
+
+def fts5_tokens(*texts: str) -> list[list[str]]:
+    """Each text's tokens as FTS5 indexes them (folded), in order."""
+    found: list[list[tuple[int, str]]] = [[] for _ in texts]
+    for term, col, offset in _fts5_instances(*texts):
+        found[int(col[1:])].append((offset, term))
+    return [[term for _, term in sorted(tokens)] for tokens in found]
 
 
 def _quote(lexeme: str) -> str:
@@ -100,22 +107,29 @@ def _quote(lexeme: str) -> str:
 def tsvector(subject: str, body: str) -> str:
     """The tsvector (input syntax) of an article: FTS5's tokens with their positions,
     the body's after a gap, within PostgreSQL's limits (see the module's doc)."""
-    subject_tokens, body_tokens = fts5_tokens(subject, body)
+    rows = _fts5_instances(subject, body)
+    shift = 1 + max((off for _, col, off in rows if col == "c0"), default=-1) + 1 + _COLUMN_GAP
     positions: dict[str, list[int]] = {}
-    size = 0
-    for start, tokens in ((1, subject_tokens), (len(subject_tokens) + 1 + _COLUMN_GAP, body_tokens)):
-        for n, token in enumerate(tokens):
-            pos = min(start + n, _MAX_POS)
-            have = positions.get(token)
-            if have is None:
-                nbytes = len(token.encode("utf-8"))
-                if nbytes > _MAX_LEXEME or size + nbytes > _MAX_LEXEMES_BYTES:
-                    continue
-                size += nbytes
-                positions[token] = [pos]
-            elif len(have) < _MAX_NPOS and have[-1] != pos:
-                have.append(pos)
-    return " ".join(f"{_quote(t)}:{','.join(map(str, p))}" for t, p in positions.items())
+    for term, col, off in rows:      # by term, then position: each list comes sorted
+        pos = min(off + (1 if col == "c0" else shift), _MAX_POS)
+        have = positions.get(term)
+        if have is None:
+            positions[term] = [pos]
+        elif len(have) < _MAX_NPOS and have[-1] != pos:
+            have.append(pos)
+    lengths = {t: len(t.encode("utf-8")) for t in positions}
+    kept = [t for t in positions if lengths[t] <= _MAX_LEXEME]
+    # what PostgreSQL counts against its limit: the lexeme, alignment, its positions
+    sizes = {t: lengths[t] + 1 + 2 + 2 * len(positions[t]) for t in kept}
+    if sum(sizes.values()) > _MAX_LEXEMES_BYTES:     # keep the words the mail begins with
+        kept.sort(key=lambda t: positions[t][0])
+        budget, fitting = _MAX_LEXEMES_BYTES, []
+        for t in kept:
+            if sizes[t] <= budget:
+                budget -= sizes[t]
+                fitting.append(t)
+        kept = fitting
+    return " ".join(f"{_quote(t)}:{','.join(map(str, positions[t]))}" for t in kept)
 
 
 def tsquery(terms: list[str]) -> str | None:

@@ -125,6 +125,7 @@ class TicketsService:
             out["links"] = records.links(session, ticket.id)
             out["history"] = changes.history(session, ticket)
             out["people"] = changes.people(session, ticket.id)
+            out["indicators"] = changes.indicators(session, ticket.id)
             out["fields"] = fields.values(session, ticket.id)
             out["rights"] = rights.on(ticket.queue_id)
             lc = lifecycle.for_queue(ticket.queue)
@@ -321,6 +322,36 @@ class TicketsService:
                 session.rollback()
                 article, created = changes.add_outgoing(session, rights, ticket, mail or {})
             return {**records.article_dict(article), "duplicate": not created}
+
+    # --- for other services on the bus (no person behind the call) -------------------------
+    @api
+    def get_article_text(self, article_id):
+        """What enrich reads of an article: its text, HTML, direction and sender."""
+        with self.db.get_session() as session:
+            article = records.get_article(session, article_id)
+            return {"id": article.id, "ticket_id": article.ticket_id, "direction": article.direction,
+                    "action": article.action, "sender": article.sender, "subject": article.subject,
+                    "body_text": article.body_text, "body_html": article.body_html, "auto": article.auto or {}}
+
+    @api
+    def add_enrichment(self, article_id, result):
+        """Record enrich's findings for an article (changes.add_enrichment); idempotent."""
+        with self.db.get_session() as session:
+            article = records.get_article(session, article_id)
+            try:
+                out = changes.add_enrichment(session, article, result)
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                out = {"duplicate": True}
+            return out
+
+    @api
+    def list_indicators(self, actor, ticket_id):
+        with self.db.get_session() as session:
+            rights = self._rights(session, actor)
+            ticket = self._ticket(session, rights, ticket_id)
+            return changes.indicators(session, ticket.id)
 
     # --- administration: rights, groups, lifecycles, outcomes, fields, SLAs ------------
     @api

@@ -435,3 +435,25 @@ def test_the_breached_filter_lists_open_tickets_past_a_target(session):
     session.commit()
     page = records.list_tickets(session, None, "active", 50, 0, sla="breached")
     assert [t["id"] for t in page["tickets"]] == [late.id]
+
+
+def test_enrichment_lands_once_as_indicators_fields_and_history(session):
+    t = ticket_from_mail(session, 1)
+    article = session.scalars(select(Article).where(Article.ticket_id == t.id)).one()
+    result = {"indicators": [{"type": "ipv4", "value": "62.7.1.1", "class": "global"},
+                             {"type": "ipv4", "value": "10.0.0.1", "class": "private"},
+                             {"type": "domain", "value": "evil.example"}],
+              "networks": {"62.7.1.1": {"status": "ok", "name": "BT-CENTRAL-PLUS", "cidr": ["62.7.0.0/16"],
+                                        "asn": 2856, "abuse_contact": "abuse@bt.example", "country": "GB"}},
+              "skipped": [], "constituency": {"name": "uk-isps"}}
+    out = changes.add_enrichment(session, article, result)
+    session.commit()
+    assert out["indicators"] == 3 and set(out["changed"]) == {"IP addresses", "Network", "ASN", "Abuse contact",
+                                                              "Country", "Constituency"}
+    assert fields.values(session, t.id) == {"IP addresses": ["62.7.1.1"], "Network": "BT-CENTRAL-PLUS 62.7.0.0/16",
+                                            "ASN": "AS2856", "Abuse contact": "abuse@bt.example", "Country": "GB",
+                                            "Constituency": "uk-isps"}
+    assert changes.add_enrichment(session, article, result) == {"duplicate": True}
+    assert [i["value"] for i in changes.indicators(session, t.id)] == ["evil.example", "10.0.0.1", "62.7.1.1"]
+    assert [h["actor"] for h in changes.history(session, t) if h["action"] == "enriched"] == ["enrich"]
+    assert [e["indicators"][0]["value"] for e in events(session, "indicator_found")] == ["62.7.1.1"]

@@ -1,0 +1,26 @@
+"""Mail in → enrich finds its indicators → the ticket's fields and history show them,
+against the running system (lookups off in the test stack: no outside requests)."""
+from __future__ import annotations
+
+from tests.helpers import make_mail, wait_for
+
+
+def test_indicators_of_a_mail_land_on_its_ticket(stack, api, marker):
+    raw = make_mail(f"Scan {marker}", f"Scanning from 198.51.100.23 and 8.8.8.8, see hxxp://evil[.]example/x "
+                                       f"and CVE-2024-3094 {marker}; internal 10.1.2.3")
+    assert stack.mailgate(raw).returncode == 0
+    found = wait_for(lambda: api.get("/search", params={"q": marker}).json()["results"], timeout=60,
+                     what="the ticket")
+    tid = found[0]["id"]
+    ticket = wait_for(lambda: (t := api.get(f"/tickets/{tid}").json())["indicators"] and t, timeout=60,
+                      what="indicators on the ticket")
+    values = {(i["type"], i["value"], i["class"]) for i in ticket["indicators"]}
+    assert ("ipv4", "8.8.8.8", "global") in values
+    assert ("ipv4", "198.51.100.23", "documentation") in values
+    assert ("ipv4", "10.1.2.3", "private") in values
+    assert ("cve", "CVE-2024-3094", None) in values
+    assert ("url", "http://evil.example/x", None) in values
+    assert ticket["fields"]["IP addresses"] == ["8.8.8.8"]          # only public addresses become the field
+    entries = [h for h in ticket["history"] if h["actor"] == "enrich"]
+    assert [h["action"] for h in entries] == ["changed", "enriched"]
+    assert entries[0]["detail"]["field"] == "fields.IP addresses"
