@@ -480,6 +480,59 @@ def cmd_reminders(args) -> int:
 
 # --- administration -------------------------------------------------------------------
 
+def cmd_enrich_lookup(args) -> int:
+    result = _call(_rpc(), "enrich", "lookup_ip", args.ip, args.refresh)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for key in ("ip", "status", "class", "registry", "source", "name", "cidr", "asn", "country", "abuse_contact",
+                "errors", "cached"):
+        if result.get(key) not in (None, "", []):
+            print(f"{key}: {result[key]}")
+    return 0
+
+
+def cmd_enrich_extract(args) -> int:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    rows = _call(_rpc(), "enrich", "extract", text)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for i in rows:
+            print(f"{i['type']:<8} {i['value']}" + (f"  ({i['class']})" if i.get("class") else ""))
+    return 0
+
+
+def cmd_enrich_update_bootstrap(args) -> int:
+    from services.enrich import lookup
+    counts = lookup.update_bootstrap(base_url=args.url)
+    print(json.dumps(counts, indent=2) if args.json else
+          "updated " + ", ".join(f"{k}: {v} entries" for k, v in counts.items())
+          + " (restart the enrich service to use them)")
+    return 0
+
+
+def cmd_constituency_add(args) -> int:
+    _print(_call(_rpc(), "enrich", "add_constituency", args.name, args.netblock or [], args.domain or [],
+                 args.asn or [], args.contact), args.json)
+    return 0
+
+
+def cmd_constituency_list(args) -> int:
+    rows = _call(_rpc(), "enrich", "list_constituencies")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for c in rows:
+            print(f"{c['name']:<20} {c['contact']:<30} {' '.join(c['netblocks'] + c['domains'] + [f'AS{a}' for a in c['asns']])}")
+    return 0
+
+
+def cmd_constituency_delete(args) -> int:
+    _print(_call(_rpc(), "enrich", "delete_constituency", args.name), args.json)
+    return 0
+
+
 def cmd_keys_list(args) -> int:
     rows = _call(_rpc(), "crypto", "list_keys")
     if args.json:
@@ -786,6 +839,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("fingerprint")
     sp.add_argument("queue")
     sp.add_argument("--passphrase-env")
+
+    enrich = sub.add_parser("enrich", help="indicators and RDAP/whois lookups").add_subparsers(dest="sub",
+                                                                                              required=True)
+    sp = add("lookup", cmd_enrich_lookup, "network, ASN, country and abuse contact of an IP (RDAP, then whois)",
+             enrich)
+    sp.add_argument("ip")
+    sp.add_argument("--refresh", action="store_true", help="ask the registry even if cached")
+    add("extract", cmd_enrich_extract, "indicators in a text ('-': stdin)", enrich).add_argument("text")
+    sp = add("update-bootstrap", cmd_enrich_update_bootstrap, "refresh the IANA RDAP bootstrap files", enrich)
+    sp.add_argument("--url", default="https://data.iana.org/rdap/")
+    cons = sub.add_parser("constituency", help="constituencies: netblocks, domains, ASNs and their contact") \
+        .add_subparsers(dest="sub", required=True)
+    sp = add("add", cmd_constituency_add, "add or replace a constituency", cons)
+    sp.add_argument("name")
+    sp.add_argument("--contact", required=True)
+    sp.add_argument("--netblock", action="append", help="CIDR or a-b range (repeatable)")
+    sp.add_argument("--domain", action="append")
+    sp.add_argument("--asn", action="append", type=int)
+    add("list", cmd_constituency_list, "constituencies", cons)
+    add("delete", cmd_constituency_delete, "delete a constituency", cons).add_argument("name")
 
     sp = acting(add("admin", cmd_admin_show, "show the configuration (rights, groups, lifecycles, ...)"), key=False)
     sp.add_argument("part", nargs="?", default="all",

@@ -252,3 +252,44 @@ async def key(request: Request):
     if result is None:
         raise ApiError(400, "give trusted, or queue (and passphrase_env)")
     return JSONResponse(result)
+
+
+# --- enrichment (services/enrich) -----------------------------------------------------------
+async def ip_lookup(request: Request):
+    """
+    summary: Network, ASN, country and abuse contact of an IP address (RDAP, then whois; cached).
+    parameters:
+      - {name: refresh, in: query, schema: {type: boolean}}
+    responses:
+      200: {description: the lookup result (status ok, error, not_public or not_looked_up)}
+      400: {description: not an IP address}
+    """
+    return JSONResponse(await request.app.state.rpc.call("enrich", "lookup_ip", request.path_params["ip"],
+                                                         request.query_params.get("refresh") in ("1", "true")))
+
+
+async def constituencies(request: Request):
+    """
+    summary: "Constituencies (GET) or add one (POST {name, contact, netblocks, domains, asns}; administrators)."
+    responses:
+      200: {description: list of constituencies}
+      201: {description: the constituency}
+    """
+    if request.method == "GET":
+        return JSONResponse(await request.app.state.rpc.call("enrich", "list_constituencies"))
+    _admin(request)
+    b = await _body(request)
+    c = await request.app.state.rpc.call("enrich", "add_constituency", b.get("name"), b.get("netblocks") or [],
+                                         b.get("domains") or [], b.get("asns") or [], b.get("contact", ""))
+    return JSONResponse(c, status_code=201)
+
+
+async def constituency(request: Request):
+    """
+    summary: Delete a constituency (administrators).
+    responses:
+      200: {description: the deleted constituency}
+      404: {description: no such constituency}
+    """
+    _admin(request)
+    return JSONResponse(await request.app.state.rpc.call("enrich", "delete_constituency", request.path_params["name"]))

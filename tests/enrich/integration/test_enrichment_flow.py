@@ -40,3 +40,17 @@ def test_the_ticket_page_lists_the_indicators(stack, api, marker):
         web.post("/login", data={"username": "admin", "password": stack.admin_password, "csrf_token": csrf})
         page = web.get(f"/tickets/{tid}").text
     assert "https://bad.example/login" in page and "9.9.9.9" in page and 'id="indicators-h"' in page
+
+
+def test_constituencies_and_lookups_through_api_and_cli(stack, api, marker):
+    r = api.post("/constituencies", json={"name": f"c-{marker}", "contact": "noc@uni.example",
+                                         "netblocks": ["192.0.2.0/24"], "domains": ["uni.example"]})
+    assert r.status_code == 201, r.text
+    assert f"c-{marker}" in [c["name"] for c in api.get("/constituencies").json()]
+    assert f"c-{marker}".encode() in stack.cli("constituency", "list").stdout
+    r = api.get("/ip/10.1.2.3")
+    assert r.status_code == 200 and r.json()["status"] == "not_public"
+    assert api.get("/ip/not-an-ip").status_code == 400
+    out = stack.cli("enrich", "extract", "host 1.2.3[.]4 and evil[.]com")
+    assert b"1.2.3.4" in out.stdout and b"evil.com" in out.stdout
+    assert api.delete(f"/constituencies/c-{marker}").status_code == 200
