@@ -53,7 +53,7 @@ with atheris.instrument_imports(include=["email", "services", "gateway", "osprey
     import email.utils  # noqa: F401
     from gateway.sanitize import clean_html
     from osprey import contracts
-from osprey.testing import corpora_dir
+    from osprey.testing import corpora_dir
     from osprey.db import make_engine, prepare
     from services.ingest import followup, pipeline
     from services.ingest.models import MIGRATIONS, Intake

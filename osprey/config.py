@@ -42,6 +42,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OSPREY_MAILGATE_TIMEOUT", "30", "Seconds osprey-mailgate and osprey-lmtp wait for the broker's confirm before giving up with a temporary failure (exit 75, `451 4.3.0`)."),
     Setting("OSPREY_LMTP_HOST", "127.0.0.1", "Address the LMTP intake listener (`osprey-lmtp`) listens on."),
     Setting("OSPREY_LMTP_PORT", "2424", "Port of the LMTP intake listener."),
+    Setting("OSPREY_EXTERNAL_REF_PATTERNS", "", "YAML file of per-sender patterns for other teams' ticket numbers in subjects (docs/intake.md); empty: the built-ins only."),
     Setting("OSPREY_MAIL_ACCOUNTS", "", "YAML file of the IMAP/POP3 mailboxes `osprey-poller` fetches mail from (docs/mail-accounts.md); empty: none, the poller idles."),
     Setting("OSPREY_POLL_SECONDS", "60", "Seconds `osprey-poller` waits between two rounds over its mail accounts."),
     Setting("OSPREY_RPC_TIMEOUT", "30", "Seconds the gateway and CLI wait for a service's RPC reply."),
@@ -86,6 +87,7 @@ class Settings:
     lmtp_host: str
     lmtp_port: int
     mail_accounts: str
+    external_ref_patterns: str
     poll_seconds: float
     rpc_timeout: float
     gateway_rpc_threads: int
@@ -135,6 +137,7 @@ def settings() -> Settings:
         lmtp_host=get("OSPREY_LMTP_HOST"),
         lmtp_port=int(get("OSPREY_LMTP_PORT")),
         mail_accounts=get("OSPREY_MAIL_ACCOUNTS"),
+        external_ref_patterns=get("OSPREY_EXTERNAL_REF_PATTERNS"),
         poll_seconds=float(get("OSPREY_POLL_SECONDS")),
         rpc_timeout=float(get("OSPREY_RPC_TIMEOUT")),
         gateway_rpc_threads=int(get("OSPREY_GATEWAY_RPC_THREADS")),

@@ -36,6 +36,7 @@ H_SOURCE = "x-osprey-source"        # "mailgate", "lmtp", "imap:<account>"
 H_SHA256 = "x-osprey-sha256"        # sha256 hex of the body, computed by the sender
 H_RECEIVED = "x-osprey-received"    # ISO 8601 UTC time the sender read the mail
 H_TICKET = "x-osprey-ticket"        # optional: the ticket number the envelope names (--ticket/--extension)
+H_ENVELOPE = "x-osprey-envelope"    # optional: JSON object, the delivery's envelope (MAIL FROM, RCPT TO, peer, mailbox/UID)
 
 ACTIONS = ("correspond", "comment")
 

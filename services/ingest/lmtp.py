@@ -20,6 +20,9 @@ comment. The domain is ignored. An address whose queue part is empty is refused 
 RCPT (550 5.1.1); a queue that does not exist is not checked here: that mail is
 taken and ingest quarantines it with the reason, like the mailgate's ``--queue``.
 
+Each delivery carries its envelope as evidence (envelope.py): the MAIL FROM, the
+recipients that named its queue and action, the peer's address and its LHLO name.
+
 One thread owns the broker connection (``publisher.Publisher`` is confined to a
 thread); the asyncio loop running aiosmtpd hands each publish to it and waits,
 bounded by the timeout. SIGTERM/SIGINT: stop accepting, let the deliveries being
@@ -45,6 +48,7 @@ from aiosmtpd.lmtp import LMTP
 
 from osprey import contracts
 
+from . import envelope as envelopes
 from .publisher import Publisher
 
 log = logging.getLogger("osprey.lmtp")
@@ -107,10 +111,10 @@ class Handover:
     def start(self) -> None:
         self._thread.start()
 
-    async def publish(self, raw: bytes, queue_name: str, action: str) -> None:
+    async def publish(self, raw: bytes, queue_name: str, action: str, envelope: dict | None = None) -> None:
         """Returns once the broker confirmed; raises BrokerUnavailable otherwise."""
         job: concurrent.futures.Future = concurrent.futures.Future()
-        self._jobs.put((job, time.monotonic() + self.timeout, raw, queue_name, action))
+        self._jobs.put((job, time.monotonic() + self.timeout, raw, queue_name, action, envelope))
         try:
             await asyncio.wait_for(asyncio.wrap_future(job), self.timeout)
         except TimeoutError:
@@ -144,13 +148,13 @@ class Handover:
                 continue
             if item is None:
                 break
-            job, deadline, raw, queue_name, action = item
+            job, deadline, raw, queue_name, action, envelope = item
             if not job.set_running_or_notify_cancel():
                 continue                      # its MTA got 451 while it waited
             try:
                 if time.monotonic() > deadline:
                     raise BrokerUnavailable("waited too long behind earlier deliveries")
-                self._publisher.publish(raw, queue_name, action, SOURCE)
+                self._publisher.publish(raw, queue_name, action, SOURCE, envelope=envelope)
             except BaseException as exc:
                 job.set_exception(exc)
             else:
@@ -203,7 +207,9 @@ class IntakeHandler:
         distinct = list(dict.fromkeys(routes))   # the same queue twice is one delivery
         self.busy += 1
         try:
-            results = await asyncio.gather(*(self.handover.publish(raw, r.queue, r.action) for r in distinct),
+            results = await asyncio.gather(*(self.handover.publish(raw, r.queue, r.action,
+                                                                   delivery_envelope(session, envelope, r))
+                                             for r in distinct),
                                            return_exceptions=True)
         finally:
             self.busy -= 1
@@ -219,6 +225,17 @@ class IntakeHandler:
         log.log(level, "%s %d bytes from %s, MAIL FROM <%s>: %s", sha[:12], len(raw), session.peer,
                 envelope.mail_from, "; ".join(f"<{a}> {reply[:3]} {reply[10:]}" for a, reply in zip(rcpts, replies)))
         return "\r\n".join(replies)
+
+
+def delivery_envelope(session, envelope, for_route: Route) -> dict:
+    """What the LMTP transaction tells about this delivery (envelope.py): the MAIL
+    FROM, the recipients that named this queue and action, the client and its LHLO."""
+    return envelopes.make(
+        mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,    # "": the null sender
+        rcpt_to=[r for r in envelope.rcpt_tos if route(r) == for_route],
+        peer=envelopes.peer(session.peer),
+        lhlo=session.host_name or None,
+    )
 
 
 def _why(failure: BaseException) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import DateTime, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -36,6 +36,9 @@ class Intake(Base):
     subject: Mapped[str | None] = mapped_column(Text, nullable=True)
     sender: Mapped[str | None] = mapped_column(Text, nullable=True)
     envelope_ticket: Mapped[int | None] = mapped_column(Integer, nullable=True)  # --ticket / --extension
+    # what the front end knew besides the bytes (envelope.py): MAIL FROM, RCPT TO, the
+    # LMTP peer, the mailbox and UID it was fetched from; of the first delivery
+    envelope: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     ticket_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     article_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -46,7 +49,8 @@ class Intake(Base):
             "intake_id": self.id, "sha256": self.sha256, "size": self.size, "queue": self.queue,
             "action": self.action, "source": self.source, "status": self.status, "reason": self.reason,
             "deliveries": self.deliveries, "message_id": self.message_id, "subject": self.subject,
-            "from": self.sender, "envelope_ticket": self.envelope_ticket, "ticket_id": self.ticket_id, "article_id": self.article_id,
+            "from": self.sender, "envelope_ticket": self.envelope_ticket, "envelope": self.envelope,
+            "ticket_id": self.ticket_id, "article_id": self.article_id,
             "received_at": _iso(self.received_at), "updated_at": _iso(self.updated_at),
         }
 

@@ -15,6 +15,7 @@ from nameko.exceptions import RemoteError
 
 from osprey import contracts
 
+from . import envelope as envelopes
 from . import followup
 from .models import Intake
 from .parse import ParsedMail, Unparseable, parse_mail
@@ -40,6 +41,7 @@ class Delivery:
     action: str
     source: str
     ticket: int | None = None
+    envelope: dict | None = None      # envelope.py: MAIL FROM, RCPT TO, peer, mailbox/UID
 
     @classmethod
     def from_headers(cls, raw: bytes, headers: dict) -> "Delivery":
@@ -49,7 +51,8 @@ class Delivery:
         ticket = text(contracts.H_TICKET, "")
         return cls(raw=raw, queue=text(contracts.H_QUEUE, "general"),
                    action=text(contracts.H_ACTION, "correspond"), source=text(contracts.H_SOURCE, "unknown"),
-                   ticket=int(ticket) if ticket.isdigit() else None)
+                   ticket=int(ticket) if ticket.isdigit() else None,
+                   envelope=envelopes.decode((headers or {}).get(envelopes.H_ENVELOPE)))
 
 
 @dataclass
@@ -63,11 +66,13 @@ class Context:
     ticket_hint: int | None = None
     threading: dict = field(default_factory=dict)
     result: dict = field(default_factory=dict)
+    external_patterns: tuple = ()           # followup.Pattern: the site's per-sender numbers
 
 
 def receive(session, store: RawStore, delivery: Delivery) -> tuple[Intake, bool]:
     """Store the bytes and record the delivery; commit. Returns (intake, is_new).
-    A repeated delivery (same bytes, queue, action) only counts up ``deliveries``."""
+    A repeated delivery (same bytes, queue, action) only counts up ``deliveries``
+    (the envelope kept is the first delivery's)."""
     sha256 = store.put(delivery.raw)
     key = contracts.intake_id(sha256, delivery.queue, delivery.action)
     intake = session.get(Intake, key)
@@ -80,6 +85,7 @@ def receive(session, store: RawStore, delivery: Delivery) -> tuple[Intake, bool]
         problem = f"unknown action {delivery.action!r} (expected one of {', '.join(contracts.ACTIONS)})"
     intake = Intake(id=key, sha256=sha256, size=len(delivery.raw), queue=delivery.queue,
                     action=delivery.action, source=delivery.source, envelope_ticket=delivery.ticket,
+                    envelope=delivery.envelope,
                     status=contracts.INTAKE_QUARANTINED if problem else contracts.INTAKE_RECEIVED,
                     reason=problem, deliveries=1)
     session.add(intake)
@@ -109,7 +115,8 @@ def thread(ctx: Context) -> None:
     ctx.ticket_hint = followup.ticket_tag(mail.subject, ctx.ticket_tag) or ctx.intake.envelope_ticket
     ctx.threading = {
         "referenced_ids": followup.referenced_ids(mail.in_reply_to, mail.references, mail.auto.get("bounce_of")),
-        "external_refs": followup.external_refs(mail.subject, ctx.ticket_tag),
+        "external_refs": followup.external_refs(mail.subject, ctx.ticket_tag, mail.sender_address,
+                                                ctx.external_patterns),
         "sender_domain": followup.sender_domain(mail.sender_address),
         "content_hash": followup.content_hash(mail.subject, mail.body_text, mail.body_html,
                                               [a["sha256"] for a in mail.attachments]),

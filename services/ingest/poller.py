@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from osprey import contracts
+from services.ingest import envelope as envelopes
 from services.ingest.publisher import Publisher
 
 log = logging.getLogger("osprey.poller")
@@ -363,10 +364,14 @@ class Poller:
     def poll(self, account: Account) -> int:
         return (self._poll_imap if account.imap else self._poll_pop3)(account)
 
-    def _publish(self, account: Account, raw: bytes, what: str) -> None:
+    def _publish(self, account: Account, raw: bytes, what: str, **where) -> None:
+        """``where``: the message's place on the server (uid, uidvalidity / uidl), kept
+        with the account and mailbox as the delivery's envelope (envelope.py)."""
+        envelope = envelopes.make(account=account.name, mailbox=account.mailbox,
+                                  folder=account.folder if account.imap else None, **where)
         try:
             with _deadline(self.publish_timeout):
-                self.publisher.publish(raw, account.queue, account.action, account.source)
+                self.publisher.publish(raw, account.queue, account.action, account.source, envelope=envelope)
         except Exception as exc:
             raise AccountError(f"the broker did not take {what} ({_describe(exc, account)})") from exc
         log.info("account %s: %s delivered (%d bytes, sha256 %s, queue %s)", account.name, what, len(raw),
@@ -452,7 +457,8 @@ class Poller:
                 log.warning("account %s: %s not delivered: %s; moved to %s", account.name, what, problem,
                             account.failed_folder)
             elif raw is not None:
-                self._publish(account, raw, what)   # raises: the message stays where it is
+                # raises: the message stays where it is
+                self._publish(account, raw, what, uid=uid, uidvalidity=uidvalidity)
                 if account.done_folder:
                     _imap_move(client, uid, account.done_folder)
                 elif account.delete:
@@ -528,7 +534,7 @@ class Poller:
                     log.warning("account %s: %s not delivered: %s; left on the server (POP3 has no failed "
                                 "folder) and not fetched again", account.name, what, problem)
                     continue
-                self._publish(account, raw, what)
+                self._publish(account, raw, what, uidl=uidl)
                 if account.keep:
                     self.state.pop3_mark(account, uidl, "delivered")
                 else:

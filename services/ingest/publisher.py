@@ -21,29 +21,23 @@ its own and hands mails to it through an executor.
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
 
 import pika
 
 from osprey import contracts
 
+from .headers import intake_headers
+
 
 def intake_properties(raw: bytes, queue: str, action: str, source: str,
-                      ticket: int | None = None) -> pika.BasicProperties:
+                      ticket: int | None = None, envelope: dict | None = None) -> pika.BasicProperties:
     """The AMQP properties of one intake message: persistent, raw bytes, the
-    delivery envelope in ``x-osprey-*`` headers (see ``osprey.contracts``)."""
+    delivery envelope in ``x-osprey-*`` headers (``intake_headers``)."""
     return pika.BasicProperties(
         delivery_mode=pika.DeliveryMode.Persistent,
         content_type=contracts.INTAKE_CONTENT_TYPE,
         content_encoding=contracts.INTAKE_CONTENT_ENCODING,
-        headers={
-            contracts.H_QUEUE: queue,
-            contracts.H_ACTION: action,
-            contracts.H_SOURCE: source,
-            contracts.H_SHA256: contracts.sha256_hex(raw),
-            contracts.H_RECEIVED: datetime.now(timezone.utc).isoformat(),
-            **({contracts.H_TICKET: str(int(ticket))} if ticket else {}),
-        },
+        headers=intake_headers(raw, queue, action, source, ticket, envelope),
     )
 
 
@@ -80,7 +74,8 @@ class Publisher:
         self.connects = 0   # how many connections were opened (a reconnect counts)
 
     # --- public ----------------------------------------------------------------------
-    def publish(self, raw: bytes, queue: str, action: str, source: str, ticket: int | None = None) -> None:
+    def publish(self, raw: bytes, queue: str, action: str, source: str, ticket: int | None = None,
+                envelope: dict | None = None) -> None:
         """Returns only when the broker confirmed a persistent copy on the intake
         queue; raises otherwise (and drops the connection, so the next call starts
         with a fresh one)."""
@@ -90,7 +85,8 @@ class Publisher:
             # mandatory + confirms: returns only when the broker took responsibility;
             # raises UnroutableError / NackError otherwise
             channel.basic_publish(exchange="", routing_key=contracts.INTAKE_QUEUE, body=raw,
-                                  properties=intake_properties(raw, queue, action, source, ticket), mandatory=True)
+                                  properties=intake_properties(raw, queue, action, source, ticket, envelope),
+                                  mandatory=True)
         except BaseException:
             self._drop()
             raise
@@ -173,9 +169,9 @@ def _close_quietly(conn) -> None:
 
 
 def publish(raw: bytes, queue: str, action: str, source: str, amqp_uri: str, timeout: float,
-            ticket: int | None = None) -> None:
+            ticket: int | None = None, envelope: dict | None = None) -> None:
     """One-shot: publish ``raw`` persistently to the intake queue on a connection of
     its own and wait for the broker's confirm. Raises on any failure; the caller
     maps that to a temporary failure (the mailgate: EX_TEMPFAIL)."""
     with Publisher(amqp_uri, timeout) as publisher:
-        publisher.publish(raw, queue, action, source, ticket)
+        publisher.publish(raw, queue, action, source, ticket, envelope)

@@ -11,7 +11,7 @@ from osprey.config import settings
 from osprey.db import Database
 
 from . import pipeline
-from .dependencies import RawBlobs
+from .dependencies import ExternalPatterns, RawBlobs
 from .entrypoints import intake
 from .exceptions import BadRequest, NotFound
 from .models import MIGRATIONS, Base, Intake
@@ -29,6 +29,7 @@ class IngestService:
 
     db = Database(Base, url=lambda: settings().ingest_db_url, migrations=MIGRATIONS)
     store = RawBlobs()
+    external_patterns = ExternalPatterns()
     tickets = RpcProxy(contracts.TICKETS)
 
     @intake
@@ -45,7 +46,8 @@ class IngestService:
     def _process(self, session, intake_row, raw):
         s = settings()
         ctx = pipeline.Context(intake=intake_row, raw=raw, tickets=self.tickets,
-                               ticket_tag=s.ticket_tag, max_body_chars=s.max_body_chars)
+                               ticket_tag=s.ticket_tag, max_body_chars=s.max_body_chars,
+                               external_patterns=self.external_patterns)
         return pipeline.process(session, ctx).as_dict()
 
     @api

@@ -329,3 +329,20 @@ def test_sigterm_while_a_session_is_open_stops_cleanly(stack, tmp_path):
     with pytest.raises((smtplib.SMTPServerDisconnected, OSError)):
         client.noop()
     assert "stopped" in lst.text()
+
+
+def test_the_envelope_is_kept_with_each_delivery(stack, api, listener, client, marker):
+    """MAIL FROM, the recipients that named the queue, the LMTP peer and its LHLO name
+    are stored on the intake record, per delivery (queue and action)."""
+    raw = re.sub(rb"Message-ID: [^\r]*\r\n", b"", make_mail(f"Envelope {marker}", f"kept as evidence {marker}"))
+    rcpts = ["general@csirt.example", "general@alias.example", "general+comment@csirt.example"]
+    assert [c for c, _ in transaction(client, rcpts, raw, sender="")] == [250, 250, 250]   # a null sender
+    comment, correspond = sorted(intakes(api, raw, count=2), key=lambda i: i["action"])
+    port = client.sock.getsockname()[1]
+    assert correspond["envelope"] == {"mail_from": "", "rcpt_to": ["general@csirt.example", "general@alias.example"],
+                                      "peer": f"127.0.0.1:{port}", "lhlo": "mta.test"}
+    assert comment["envelope"] == {"mail_from": "", "rcpt_to": ["general+comment@csirt.example"],
+                                   "peer": f"127.0.0.1:{port}", "lhlo": "mta.test"}
+    # and in the intake log
+    logged = {r["intake_id"]: r for r in api.get("/intake", params={"limit": 1000}).json()}
+    assert logged[correspond["intake_id"]]["envelope"] == correspond["envelope"]

@@ -222,3 +222,83 @@ def test_ticket_and_extension_options_like_rt_mailgate(stack, api, marker):
     assert intake(api, queued, status="quarantined")["intakes"][0]["queue"] == f"ext-{marker}"
     bad = stack.mailgate(make_mail("x", "y"), "--extension", "ticket", env={"EXTENSION": "abc"})
     assert bad.returncode == 64 and b"is no ticket" in bad.stderr
+
+
+# --- the envelope, and the broker as the mailgate's own AMQP client sees it ----------------
+
+def test_the_envelope_from_the_command_line_is_kept(stack, api, marker):
+    """Postfix: argv=osprey-mailgate --queue general --sender=${sender} --recipient=${recipient}
+    --client-address=${client_address} (null_sender=): all of it on the intake record."""
+    raw = make_mail(f"Envelope {marker}", f"with its envelope {marker}")
+    proc = stack.mailgate(raw, "--queue", "general", "--sender=", "--recipient=abuse@csirt.example",
+                          "--recipient", "cert@csirt.example", "--client-address=2001:db8::25")
+    assert proc.returncode == 0, proc.stderr.decode()
+    (record,) = intake(api, raw)["intakes"]
+    assert record["envelope"] == {"mail_from": "", "rcpt_to": ["abuse@csirt.example", "cert@csirt.example"],
+                                  "client_address": "2001:db8::25"}
+    listed = {r["intake_id"]: r for r in api.get("/intake", params={"limit": 1000}).json()}
+    assert listed[record["intake_id"]]["envelope"] == record["envelope"]
+    # without the options there is no envelope to keep
+    bare = make_mail(f"No envelope {marker}", "bare")
+    assert stack.mailgate(bare).returncode == 0
+    assert intake(api, bare)["intakes"][0]["envelope"] is None
+
+
+def test_a_broker_uri_with_options_goes_through_pika_and_arrives_the_same(stack, api, marker):
+    raw = make_mail(f"Through pika {marker}", f"heartbeat option {marker}")
+    uri = stack.broker.uri.rstrip("/") + "/%2F?heartbeat=30"
+    proc = stack.mailgate(raw, "--sender=a@example.net", env={"OSPREY_AMQP_URI": uri})
+    assert proc.returncode == 0, proc.stderr.decode()
+    (record,) = intake(api, raw)["intakes"]
+    assert (record["status"], record["source"], record["envelope"]) == ("delivered", "mailgate",
+                                                                       {"mail_from": "a@example.net"})
+
+
+@pytest.mark.parametrize("change, said", [
+    (lambda uri: uri.replace("guest:guest@", "guest:wrong@"), "ACCESS_REFUSED"),
+    (lambda uri: uri.rstrip("/") + "/no-such-vhost", "vhost"),
+])
+def test_a_refusing_broker_is_a_temporary_failure_with_its_reason(stack, change, said):
+    proc = stack.mailgate(make_mail("x", "y"), env={"OSPREY_AMQP_URI": change(stack.broker.uri)})
+    assert proc.returncode == 75
+    err = proc.stderr.decode()
+    assert "try again later" in err and said in err, err
+
+
+# --- what a mail becomes: attached mails and winmail.dat, end to end ---------------------------
+
+def test_a_forwarded_abuse_report_shows_the_reported_mail_and_is_found_by_its_ip(stack, api, marker):
+    from osprey.testing import corpora_dir
+    raw = (corpora_dir() / "flanker/messages/complaints/yahoo.eml").read_bytes().replace(
+        b"Subject: FW:Some subject", f"Subject: FW: report {marker}".encode(), 1)
+    assert raw.count(marker.encode()) == 1
+    assert stack.mailgate(raw).returncode == 0
+    (record,) = intake(api, raw)["intakes"]
+    assert record["status"] == "delivered"
+    (article,) = api.get(f"/tickets/{record['ticket_id']}/articles").json()
+    assert "----- Attached message (part 3) -----\nFrom: Hello Support <support@example.com>" in article["body_text"]
+    assert "Received from: 207.200.36.196" in article["body_text"]
+    hits = api.get("/search", params={"q": "207.200.36.196", "limit": 100}).json()["results"]
+    assert record["ticket_id"] in [h["id"] for h in hits]
+    eml = next(a for a in article["attachments"] if a["part"] == "3")
+    assert api.get(f"/attachments/{eml['id']}").content.startswith(b"X-Apparently-To: user@yahoo.com")
+
+
+def test_winmail_dat_files_are_attachments_of_the_article(stack, api, marker):
+    import base64
+    from osprey.testing import corpora_dir
+    tnef = (corpora_dir() / "mimekit/tnef/MAPI_ATTACH_DATA_OBJ.tnef").read_bytes()
+    raw = make_mail(f"Outlook {marker}", f"see attached {marker}").replace(
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n",
+        b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n") + (
+        b"--B\r\nContent-Type: application/ms-tnef; name=winmail.dat\r\nContent-Transfer-Encoding: base64\r\n"
+        b"Content-Disposition: attachment; filename=winmail.dat\r\n\r\n" + base64.encodebytes(tnef) + b"--B--\r\n")
+    assert stack.mailgate(raw).returncode == 0
+    (record,) = intake(api, raw)["intakes"]
+    (article,) = api.get(f"/tickets/{record['ticket_id']}/articles").json()
+    assert [(a["part"], a["filename"], a["size"]) for a in article["attachments"]] == [
+        ("2.1", "VIA_Nytt_1402.doc", 61952), ("2.2", "VIA_Nytt_1402.pdf", 213685), ("2.3", "VIA_Nytt_14021.htm", 68919),
+        ("2.4", "body.rtf", 2429)]
+    doc = api.get(f"/attachments/{article['attachments'][0]['id']}")
+    assert hashlib.sha256(doc.content).hexdigest() == \
+        "9955935516d1407e0f833d91242f7416c68a66eae69e73d855ae17724e04fe60"      # Debian tnef's bytes

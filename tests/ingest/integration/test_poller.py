@@ -95,12 +95,22 @@ def test_imap_mail_becomes_tickets_and_moves_to_the_done_folder(stack, api, dove
     assert proc.returncode == 0, proc.log
     assert proc.log.count(" delivered (") == 3
 
+    with dovecot.imap("fresh") as box:
+        uidvalidity = box.select_folder("INBOX", readonly=True)[b"UIDVALIDITY"]
+    uids = []
     for i, raw in enumerate(mails):
         record = intake(api, raw)
         assert (record["status"], record["source"], record["queue"], record["deliveries"]) == \
             ("delivered", "imap:fresh", "general", 1)
         assert api.get(f"/tickets/{record['ticket_id']}").json()["subject"] == f"Polled {marker} {i}"
         assert raw_of_ticket(api, record["ticket_id"]) == [raw]          # byte-exact
+        # where it was fetched from, kept as its envelope
+        env = record["envelope"]
+        assert {k: v for k, v in env.items() if k != "uid"} == {
+            "account": "fresh", "mailbox": f"imap://fresh@127.0.0.1:{dovecot.ports['imap']}/INBOX",
+            "folder": "INBOX", "uidvalidity": uidvalidity}
+        uids.append(env["uid"])
+    assert uids == sorted(uids) and len(set(uids)) == 3 and all(isinstance(u, int) and u > 0 for u in uids)
     assert folder(dovecot, "fresh", "INBOX") == []
     assert folder(dovecot, "fresh", "Osprey-done") == mails
 
@@ -187,10 +197,16 @@ def test_pop3_account_delivers_and_deletes(stack, api, dovecot, tmp_path, marker
 
     proc = poll_once(stack, tmp_path, [account(dovecot, "popper", "pop3")])
     assert proc.returncode == 0, proc.log
+    uidls = []
     for raw in mails:
         record = intake(api, raw)
         assert (record["status"], record["source"]) == ("delivered", "pop3:popper")
         assert raw_of_ticket(api, record["ticket_id"]) == [raw]      # dot-unstuffed, byte-exact
+        env = record["envelope"]
+        assert (env["account"], env["mailbox"], set(env)) == (
+            "popper", f"pop3://popper@127.0.0.1:{dovecot.ports['pop3']}", {"account", "mailbox", "uidl"})
+        uidls.append(env["uidl"])
+    assert len(set(uidls)) == 2 and all(isinstance(u, str) and u for u in uidls)
     assert folder(dovecot, "popper", "INBOX") == []
 
 

@@ -51,8 +51,11 @@ def test_attached_mail_with_odd_bytes_is_written_back_as_its_exact_bytes(name):
     raw = (FUZZ / name).read_bytes()
     inner = raw[raw.index(b"\n\n") + 2:]
     mail = parse_mail(raw, MAX)
-    assert mail.attachments == [{"part": "1", "filename": "part-1.eml", "content_type": "message/rfc822",
-                                 "size": len(inner), "sha256": sha(inner)}]
+    # the attached mail, whole; after it, its own parts (numbered below it)
+    assert mail.attachments[0] == {"part": "1", "filename": "part-1.eml", "content_type": "message/rfc822",
+                                   "size": len(inner), "sha256": sha(inner)}
+    assert all(a["part"].startswith("1.") for a in mail.attachments[1:])
+    assert [m["part"] for m in mail.attached_messages] == ["1"]
     assert get_part(raw, "1").payload == inner
 
 

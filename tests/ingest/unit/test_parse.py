@@ -9,7 +9,8 @@ import pytest
 
 from osprey.testing import corpora_dir
 
-from services.ingest.parse import ParsedMail, Unparseable, get_part, header, parse_bytes, parse_mail, walk_leaves
+from services.ingest.parse import (ParsedMail, Unparseable, find_part, get_part, header, parse_bytes, parse_mail,
+                                   walk_leaves)
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CORPORA = corpora_dir()
@@ -44,6 +45,7 @@ PLAIN = {
     "body_html": None,
     "body_truncated": False,
     "attachments": [],
+    "attached_messages": [],
     "defects": [],
     "auto": {"automatic": False, "reasons": [], "bounce": False, "bounce_of": None},
 }
@@ -74,6 +76,7 @@ def test_multipart_alternative_gives_text_and_html():
         "body_html": "<p>Port scan from <b>198.51.100.23</b> against our /24.</p>",
         "body_truncated": False,
         "attachments": [],
+        "attached_messages": [],
         "defects": [],
         "auto": NOT_AUTOMATIC,
     }
@@ -97,6 +100,7 @@ def test_html_only_mail_gets_its_text_from_the_html():
                       "<b>203.0.113.9</b> &amp; friends</p><script>alert(1)</script></body></html>\n"),
         "body_truncated": False,
         "attachments": [],
+        "attached_messages": [],
         "defects": [],
         "auto": NOT_AUTOMATIC,
     }
@@ -133,6 +137,7 @@ def test_attachments_are_listed_with_part_numbers_sizes_and_sha256():
             {"part": "4", "filename": "part-4.txt", "content_type": "text/plain",
              "size": len(SECOND_TEXT), "sha256": sha(SECOND_TEXT)},
         ],
+        "attached_messages": [],
         "defects": [],
         "auto": NOT_AUTOMATIC,
     }
@@ -191,13 +196,39 @@ TVqQAAMAAAAEAAAA
 """
 
 
-def test_attached_mail_is_one_attachment_not_its_parts():
+INVOICE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00"     # TVqQAAMAAAAEAAAA
+
+
+def test_attached_mail_is_one_attachment_then_its_own_parts():
     mail = parsed("forwarded.eml")
-    assert (mail["body_text"], mail["attachments"]) == (
-        "Forwarding the phish as an attachment.",
-        [{"part": "2", "filename": "part-2.eml", "content_type": "message/rfc822",
-          "size": len(INNER_MAIL), "sha256": sha(INNER_MAIL)}],
-    )
+    assert mail["attachments"] == [
+        {"part": "2", "filename": "part-2.eml", "content_type": "message/rfc822",
+         "size": len(INNER_MAIL), "sha256": sha(INNER_MAIL)},
+        {"part": "2.2", "filename": "invoice.exe", "content_type": "application/octet-stream",
+         "size": len(INVOICE), "sha256": sha(INVOICE)},
+    ]
+    assert mail["attached_messages"] == [{
+        "part": "2", "from": "phisher@example.com", "to": ["victim@example.org"], "cc": [],
+        "subject": "Your account is locked", "date": None, "message_id": "<phish@example.com>",
+        "text": "Click the link.", "text_truncated": False, "received_ips": [], "ips": [],
+        "attachments": ["2.2"]}]
+    # shown inline, below the mail's own text
+    assert mail["body_text"] == (
+        "Forwarding the phish as an attachment.\n\n"
+        "----- Attached message (part 2) -----\n"
+        "From: phisher@example.com\nTo: victim@example.org\nSubject: Your account is locked\n"
+        "Message-ID: <phish@example.com>\n\nClick the link.")
+
+
+def test_a_part_of_an_attached_mail_is_fetched_by_its_number():
+    raw = load("forwarded.eml")
+    assert asdict(get_part(raw, "2.2")) == {"part": "2.2", "content_type": "application/octet-stream",
+                                           "filename": "invoice.exe", "disposition": "attachment",
+                                           "payload": INVOICE}
+    assert get_part(raw, "2.1").payload == b"Click the link."
+    for missing in ("2.3", "2.0", "2.2.1", "1.1"):
+        with pytest.raises(KeyError):
+            get_part(raw, missing)
 
 
 def test_attached_mail_is_fetched_whole_with_its_own_headers():
@@ -224,6 +255,7 @@ def test_unknown_charset_does_not_raise():
         "body_html": None,
         "body_truncated": False,
         "attachments": [],
+        "attached_messages": [],
         "defects": [],
         "auto": NOT_AUTOMATIC,
     }
@@ -323,11 +355,20 @@ def test_attached_mail_nested_too_deeply_is_unparseable(depth):
         parse_mail(nested_rfc822(depth), MAX)
 
 
-def test_attached_mail_nested_a_little_is_one_attachment():
+def test_attached_mail_nested_a_little_is_unpacked_three_levels_deep():
     raw = nested_rfc822(20)
     mail = parse_mail(raw, MAX)
-    assert [(a["part"], a["content_type"]) for a in mail.attachments] == [("1", "message/rfc822")]
-    assert sha(get_part(raw, "1").payload) == mail.attachments[0]["sha256"]
+    # MAX_NESTING = 3: the mail in part 1 and the two below it are read; the fourth
+    # level is listed as the one part it is
+    assert [(a["part"], a["content_type"]) for a in mail.attachments] == [
+        ("1", "message/rfc822"), ("1.1", "message/rfc822"), ("1.1.1", "message/rfc822"),
+        ("1.1.1.1", "message/rfc822")]
+    assert [(m["part"], m["subject"]) for m in mail.attached_messages] == [
+        ("1", "inner"), ("1.1", "inner"), ("1.1.1", "inner")]
+    for att in mail.attachments:
+        assert sha(get_part(raw, att["part"]).payload) == att["sha256"]
+    with pytest.raises(KeyError):
+        get_part(raw, "1.1.1.1.1")     # below MAX_NESTING: not listed, not fetched
 
 
 # --- the torture corpora -------------------------------------------------------
@@ -382,7 +423,8 @@ def test_corpus_mail_parses_or_is_unparseable(name):
         return
     assert name not in UNPARSEABLE
     assert isinstance(mail, ParsedMail)
+    msg = parse_bytes(raw)    # parsed once: get_part would parse it again for each part
     for att in mail.attachments:
-        part = get_part(raw, att["part"])
+        part = find_part(msg, att["part"])
         assert (part.part, part.content_type, len(part.payload), sha(part.payload)) == (
             att["part"], att["content_type"], att["size"], att["sha256"])

@@ -1,5 +1,6 @@
 """services/ingest/pipeline.py: receive (raw store + ledger) and process (parse,
-thread, deliver) against a real intake ledger and a real tickets database."""
+thread, deliver) against a real intake ledger and a real tickets database, both on
+SQLite and both on PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
@@ -10,10 +11,12 @@ from nameko.exceptions import RemoteError
 from sqlalchemy import func, select
 
 from osprey import contracts
+from services.ingest import models as ingest_models
 from services.ingest import pipeline
 from services.ingest.models import Intake
 from services.ingest.parse import parse_mail
 from services.ingest.rawstore import RawStore
+from services.tickets import models as tickets_models
 from services.tickets import records
 from services.tickets.models import Article, Ticket
 from tests.unit_fixtures import TicketsOverSQLite, ingest_db, tickets_db
@@ -26,8 +29,8 @@ NOT_A_MAIL = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x
 
 
 @pytest.fixture
-def ledger(tmp_path):
-    engine, make_session = ingest_db(tmp_path / "ingest.db")
+def ledger(databases):
+    engine, make_session = ingest_db(databases.url("ingest", ingest_models.MIGRATIONS))
     with make_session() as session:
         yield session
     engine.dispose()
@@ -39,8 +42,8 @@ def store(tmp_path):
 
 
 @pytest.fixture
-def tickets_session(tmp_path):
-    engine, make_session = tickets_db(tmp_path / "tickets.db")
+def tickets_session(databases):
+    engine, make_session = tickets_db(databases.url("tickets", tickets_models.MIGRATIONS))
     yield make_session
     engine.dispose()
 
@@ -86,7 +89,7 @@ def test_delivery_without_headers_gets_the_defaults(headers):
 def received(raw: bytes, queue="general", action="correspond", **changes) -> dict:
     return {"intake_id": contracts.intake_id(sha(raw), queue, action), "sha256": sha(raw), "size": len(raw),
             "queue": queue, "action": action, "source": "mailgate", "status": "received", "reason": None,
-            "deliveries": 1, "message_id": None, "subject": None, "from": None, "envelope_ticket": None, "ticket_id": None,
+            "deliveries": 1, "message_id": None, "subject": None, "from": None, "envelope_ticket": None, "envelope": None, "ticket_id": None,
             "article_id": None, **changes}
 
 
@@ -97,9 +100,9 @@ def test_first_delivery_is_stored_and_recorded_as_received(ledger, store):
     assert store.get(sha(PLAIN)) == PLAIN
 
 
-def test_receive_commits(ledger, store, tmp_path):
+def test_receive_commits(ledger, store, databases):
     pipeline.receive(ledger, store, pipeline.Delivery(PLAIN, "general", "correspond", "mailgate"))
-    engine, make_session = ingest_db(tmp_path / "ingest.db")
+    engine, make_session = ingest_db(databases.url("ingest"))   # the same database
     with make_session() as other:
         assert [without_times(r.as_dict()) for r in other.scalars(select(Intake))] == [received(PLAIN)]
     engine.dispose()
@@ -160,7 +163,10 @@ def test_mail_becomes_a_ticket(ledger, store, tickets_session):
     with tickets_session() as session:
         assert without_times(records.ticket_dict(records.get_ticket(session, 1))) == {
             "id": 1, "queue": "general", "subject": "Phishing site at 192.0.2.15", "state": "new",
-            "requestor": "alice@example.net"}
+            "requestor": "alice@example.net", "priority": 50, "owner": None, "outcome": None, "version": 1,
+            "due": None, "time_worked": 0, "time_estimated": 0, "merged_into": None,
+            "sla": {"first_response_due": None, "next_response_due": None, "resolution_due": None,
+                    "first_responded": None, "breached": []}}
         assert without_times(records.article_dict(records.get_article(session, 1))) == {
             "id": 1, "ticket_id": 1, "direction": "in", "action": "correspond",
             "message_id": "<plain-1@example.net>", "from": "Alice Reporter <alice@example.net>",
@@ -169,7 +175,8 @@ def test_mail_becomes_a_ticket(ledger, store, tickets_session):
             "body_text": "Hello,\n\nthe host 192.0.2.15 serves a phishing kit since 09:00 CET.\n\nRegards, Alice\n",
             "body_html": None, "body_truncated": False, "raw_sha256": sha(PLAIN), "raw_size": len(PLAIN),
             "intake_id": contracts.intake_id(sha(PLAIN), "general", "correspond"), "attachments": [],
-            "auto": {"automatic": False, "reasons": [], "bounce": False, "bounce_of": None}}
+            "auto": {"automatic": False, "reasons": [], "bounce": False, "bounce_of": None},
+            "author": None, "time_worked": 0}
     assert ledger_rows(ledger)[0]["status"] == "delivered"
 
 
