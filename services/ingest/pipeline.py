@@ -67,6 +67,11 @@ class Context:
     threading: dict = field(default_factory=dict)
     result: dict = field(default_factory=dict)
     external_patterns: tuple = ()           # followup.Pattern: the site's per-sender numbers
+    crypto: object = None                   # RPC proxy to the crypto service (None: no unwrapping)
+    store: RawStore | None = None           # where derived (decrypted) MIME is kept beside the original
+    display: bytes | None = None            # the MIME to show when crypto unwrapped the mail
+    display_sha256: str | None = None
+    security: dict | None = None            # crypto's honest status (verdict, signer, covers_all, …)
 
 
 def receive(session, store: RawStore, delivery: Delivery) -> tuple[Intake, bool]:
@@ -95,9 +100,41 @@ def receive(session, store: RawStore, delivery: Delivery) -> tuple[Intake, bool]
 
 # --- the steps -----------------------------------------------------------------
 
+_PROTECTED = (b"multipart/signed", b"multipart/encrypted", b"pkcs7-mime", b"pkcs7-signature")
+
+
+def looks_protected(raw: bytes) -> bool:
+    """Cheap: could crypto find a signature or encryption here? (PGP armour anywhere, or a
+    PGP/MIME or S/MIME content type); mail without any is not sent to crypto at all."""
+    if b"-----BEGIN PGP " in raw:
+        return True
+    lowered = raw.lower()
+    return any(marker in lowered for marker in _PROTECTED)
+
+
+def unwrap(ctx: Context) -> None:
+    """crypto.unwrap: decrypt and verify. The original stays the evidence; decrypted MIME
+    is derived data, stored content-addressed beside it and shown with its status. A
+    failure is a status ("error" with the reason), never a lost or stuck mail."""
+    if ctx.crypto is None or not looks_protected(ctx.raw):
+        return
+    try:
+        out = ctx.crypto.unwrap(contracts.b64(ctx.raw))
+    except RemoteError as exc:
+        ctx.security = {"verdict": "error", "signature": "error", "encrypted": None, "decrypted": False,
+                        "warnings": [], "errors": [f"crypto refused it: {exc.exc_type}: {exc.value}"]}
+        log.warning("intake %s: crypto failed: %s", ctx.intake.id, exc)
+        return
+    ctx.security = out.get("security")
+    if out.get("changed") and out.get("mime"):
+        ctx.display = contracts.unb64(out["mime"])
+        if ctx.store is not None:
+            ctx.display_sha256 = ctx.store.put(ctx.display)
+
+
 def parse(ctx: Context) -> None:
     try:
-        ctx.mail = parse_mail(ctx.raw, ctx.max_body_chars)
+        ctx.mail = parse_mail(ctx.display if ctx.display is not None else ctx.raw, ctx.max_body_chars)
     except Unparseable as exc:
         raise Quarantine(str(exc)) from exc
     except Exception as exc:  # a parser bug must not make the message a poison message
@@ -133,6 +170,8 @@ def deliver(ctx: Context) -> None:
         "raw_sha256": ctx.intake.sha256,
         "raw_size": ctx.intake.size,
         "ticket_hint": ctx.ticket_hint,
+        "security": ctx.security,
+        "mime_sha256": ctx.display_sha256,
         **ctx.threading,
         **asdict(ctx.mail),
     }
@@ -143,7 +182,7 @@ def deliver(ctx: Context) -> None:
         raise Quarantine(f"tickets refused it: {exc.exc_type}: {exc.value}") from exc
 
 
-STEPS: tuple[Callable[[Context], None], ...] = (parse, thread, deliver)
+STEPS: tuple[Callable[[Context], None], ...] = (unwrap, parse, thread, deliver)
 
 
 def process(session, ctx: Context) -> Intake:

@@ -31,6 +31,7 @@ class IngestService:
     store = RawBlobs()
     external_patterns = ExternalPatterns()
     tickets = RpcProxy(contracts.TICKETS)
+    crypto = RpcProxy(contracts.CRYPTO)
 
     @intake
     def handle_intake(self, body, headers):
@@ -47,7 +48,7 @@ class IngestService:
         s = settings()
         ctx = pipeline.Context(intake=intake_row, raw=raw, tickets=self.tickets,
                                ticket_tag=s.ticket_tag, max_body_chars=s.max_body_chars,
-                               external_patterns=self.external_patterns)
+                               external_patterns=self.external_patterns, crypto=self.crypto, store=self.store)
         return pipeline.process(session, ctx).as_dict()
 
     @api

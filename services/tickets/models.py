@@ -140,6 +140,10 @@ class Article(Base):
     content_hash: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     # automatic mail: {"automatic": bool, "reasons": [...], "bounce": bool, "bounce_of": id}
     auto: Mapped[dict] = mapped_column(JSON, default=dict)
+    # crypto's status of this mail (verdict, signature, signer, covers_all, …; None: no cryptography)
+    security: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # decrypted/unwrapped MIME kept beside the original (derived data); parts number into it
+    mime_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # who wrote it (a staff member for comments/replies; None for mail in)
     author: Mapped[str | None] = mapped_column(String(200), nullable=True)
     time_worked: Mapped[int] = mapped_column(Integer, default=0, server_default="0")   # minutes

@@ -150,6 +150,7 @@ def add_mail(session, mail: dict) -> dict:
         subject=mail.get("subject") or "", date=mail.get("date"), body_text=mail.get("body_text") or "",
         body_html=mail.get("body_html"), body_truncated=bool(mail.get("body_truncated")),
         content_hash=mail.get("content_hash"), auto=mail.get("auto") or {},
+        security=mail.get("security") or None, mime_sha256=mail.get("mime_sha256") or None,
     )
     session.add(article)
     session.flush()
@@ -241,6 +242,7 @@ def article_dict(article: Article) -> dict:
         "body_truncated": article.body_truncated, "raw_sha256": article.raw_sha256,
         "raw_size": article.raw_size, "intake_id": article.intake_id, "auto": article.auto or {},
         "author": article.author, "time_worked": article.time_worked,
+        "security": article.security, "mime_sha256": article.mime_sha256,
         "attachments": [{"id": a.id, "part": a.part, "filename": a.filename, "content_type": a.content_type,
                          "size": a.size, "sha256": a.sha256} for a in article.attachments],
     }

@@ -169,7 +169,9 @@ class TicketsService:
             article = records.get_article(session, att.article_id)
             self._ticket(session, rights, article.ticket_id)
             return {"id": att.id, "article_id": article.id, "ticket_id": article.ticket_id,
-                    "raw_sha256": article.raw_sha256, "part": att.part, "filename": att.filename,
+                    # a decrypted mail's parts are numbered in its unwrapped MIME
+                    "raw_sha256": article.mime_sha256 or article.raw_sha256, "part": att.part,
+                    "original_sha256": article.raw_sha256, "filename": att.filename,
                     "content_type": att.content_type, "size": att.size, "sha256": att.sha256}
 
     @api

@@ -176,7 +176,7 @@ def test_mail_becomes_a_ticket(ledger, store, tickets_session):
             "body_html": None, "body_truncated": False, "raw_sha256": sha(PLAIN), "raw_size": len(PLAIN),
             "intake_id": contracts.intake_id(sha(PLAIN), "general", "correspond"), "attachments": [],
             "auto": {"automatic": False, "reasons": [], "bounce": False, "bounce_of": None},
-            "author": None, "time_worked": 0}
+            "author": None, "time_worked": 0, "security": None, "mime_sha256": None}
     assert ledger_rows(ledger)[0]["status"] == "delivered"
 
 

@@ -64,7 +64,7 @@ def test_add_mail_creates_a_ticket_with_one_article(session):
         "from": "Alice <alice@example.net>", "to": ["csirt@example.org"], "cc": [], "subject": "Incident 1",
         "date": "2025-11-25T10:15:00+01:00", "body_text": "Report number 1 about 192.0.2.1.", "body_html": None,
         "body_truncated": False, "raw_sha256": RAW_SHA, "raw_size": 1234, "intake_id": f"{1:064x}", "auto": {},
-        "author": None, "time_worked": 0, "attachments": [{"id": 1, "part": "2", "filename": "evidence.txt", "content_type": "text/plain",
+        "author": None, "time_worked": 0, "security": None, "mime_sha256": None, "attachments": [{"id": 1, "part": "2", "filename": "evidence.txt", "content_type": "text/plain",
                          "size": 5, "sha256": "cd" * 32}]}
 
 
