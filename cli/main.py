@@ -646,7 +646,7 @@ def cmd_user_role(args) -> int:
     return 0
 
 
-MIGRATING_SERVICES = ("tickets", "ingest", "enrich", "crypto")
+MIGRATING_SERVICES = ("tickets", "ingest", "enrich", "crypto", "notify")
 
 
 def cmd_db_revision(args) -> int:

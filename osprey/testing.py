@@ -28,7 +28,7 @@ from .pgserver import PostgresNode
 
 # the services that own a database, and the setting that names it (osprey.config)
 DB_SETTINGS = {"tickets": "OSPREY_TICKETS_DB_URL", "ingest": "OSPREY_INGEST_DB_URL",
-               "crypto": "OSPREY_CRYPTO_DB_URL", "enrich": "OSPREY_ENRICH_DB_URL"}
+               "crypto": "OSPREY_CRYPTO_DB_URL", "enrich": "OSPREY_ENRICH_DB_URL", "notify": "OSPREY_NOTIFY_DB_URL"}
 DATABASES = ("sqlite", "postgresql")
 
 BIN = Path(sys.executable).parent
