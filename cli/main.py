@@ -514,7 +514,7 @@ def cmd_enrich_update_bootstrap(args) -> int:
 
 def cmd_constituency_add(args) -> int:
     _print(_call(_rpc(), "enrich", "add_constituency", args.name, args.netblock or [], args.domain or [],
-                 args.asn or [], args.contact), args.json)
+                 args.asn or [], args.contact, args.queue, args.language, args.encryption), args.json)
     return 0
 
 
@@ -857,6 +857,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--netblock", action="append", help="CIDR or a-b range (repeatable)")
     sp.add_argument("--domain", action="append")
     sp.add_argument("--asn", action="append", type=int)
+    sp.add_argument("--queue", help="new tickets whose addresses fall here are routed to this queue")
+    sp.add_argument("--language", default="", help="language of mail to its contact (template variants)")
+    sp.add_argument("--encryption", default="", choices=["", "none", "pgp", "smime"])
     add("list", cmd_constituency_list, "constituencies", cons)
     add("delete", cmd_constituency_delete, "delete a constituency", cons).add_argument("name")
 

@@ -270,7 +270,7 @@ async def ip_lookup(request: Request):
 
 async def constituencies(request: Request):
     """
-    summary: "Constituencies (GET) or add one (POST {name, contact, netblocks, domains, asns}; administrators)."
+    summary: "Constituencies (GET) or add one (POST {name, contact, netblocks, domains, asns, queue, language, encryption}; administrators). A new ticket whose addresses fall in a constituency with a queue is routed there."
     responses:
       200: {description: list of constituencies}
       201: {description: the constituency}
@@ -280,7 +280,8 @@ async def constituencies(request: Request):
     _admin(request)
     b = await _body(request)
     c = await request.app.state.rpc.call("enrich", "add_constituency", b.get("name"), b.get("netblocks") or [],
-                                         b.get("domains") or [], b.get("asns") or [], b.get("contact", ""))
+                                         b.get("domains") or [], b.get("asns") or [], b.get("contact", ""),
+                                         b.get("queue"), b.get("language", ""), b.get("encryption", ""))
     return JSONResponse(c, status_code=201)
 
 

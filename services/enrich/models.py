@@ -37,6 +37,10 @@ class Constituency(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     contact: Mapped[str] = mapped_column(String(320))
+    # where its tickets go, and how to write to it (routing is data, not code)
+    queue: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    language: Mapped[str] = mapped_column(String(20), default="", server_default="")
+    encryption: Mapped[str] = mapped_column(String(20), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     netblocks: Mapped[list["ConstituencyNetblock"]] = relationship(
         back_populates="constituency", cascade="all, delete-orphan", order_by="ConstituencyNetblock.id")

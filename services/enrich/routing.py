@@ -52,10 +52,19 @@ def _asn(value) -> int:
 
 def as_dict(c: Constituency) -> dict:
     return {"name": c.name, "contact": c.contact, "netblocks": [n.text for n in c.netblocks],
-            "domains": [d.domain for d in c.domains], "asns": [a.asn for a in c.asns]}
+            "domains": [d.domain for d in c.domains], "asns": [a.asn for a in c.asns], **_routing(c)}
 
 
-def add_constituency(session: Session, name: str, netblocks=(), domains=(), asns=(), contact: str = "") -> dict:
+def _routing(c: Constituency) -> dict:
+    """queue, language, encryption: present only where set."""
+    return {k: v for k, v in (("queue", c.queue), ("language", c.language), ("encryption", c.encryption)) if v}
+
+
+ENCRYPTION = ("", "none", "pgp", "smime")
+
+
+def add_constituency(session: Session, name: str, netblocks=(), domains=(), asns=(), contact: str = "",
+                     queue: str | None = None, language: str = "", encryption: str = "") -> dict:
     """Validate and store one constituency (the caller commits)."""
     name = str(name or "").strip()
     if not name:
@@ -75,7 +84,10 @@ def add_constituency(session: Session, name: str, netblocks=(), domains=(), asns
     numbers = list(dict.fromkeys(_asn(a) for a in asns or ()))
     if session.scalar(select(Constituency).where(Constituency.name == name)) is not None:
         raise BadRequest(f"constituency {name!r} exists")
-    c = Constituency(name=name, contact=contact.lower())
+    if encryption not in ENCRYPTION:
+        raise BadRequest(f"encryption is one of {', '.join(e for e in ENCRYPTION if e)}")
+    c = Constituency(name=name, contact=contact.lower(), queue=(queue or None), language=str(language or "")[:20],
+                     encryption=encryption or "")
     c.netblocks = [ConstituencyNetblock(text=t, low=low, high=high) for t, low, high in blocks]
     c.domains = [ConstituencyDomain(domain=d) for d in dict.fromkeys(names)]
     c.asns = [ConstituencyAsn(asn=a) for a in numbers]
@@ -143,4 +155,5 @@ def route(session: Session, indicators: list[dict], networks: dict[str, dict] | 
 
 
 def _match(c: Constituency, by: str, value: str, indicator: str) -> dict:
-    return {"name": c.name, "contact": c.contact, "matched": {"by": by, "value": value, "indicator": indicator}}
+    return {"name": c.name, "contact": c.contact, **_routing(c),
+            "matched": {"by": by, "value": value, "indicator": indicator}}

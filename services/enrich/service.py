@@ -130,9 +130,11 @@ class EnrichService:
         self.tickets.add_enrichment(article["id"], result)
 
     @api
-    def add_constituency(self, name, netblocks=(), domains=(), asns=(), contact=""):
+    def add_constituency(self, name, netblocks=(), domains=(), asns=(), contact="", queue=None, language="",
+                         encryption=""):
         with self.db.get_session() as session:
-            result = routing.add_constituency(session, name, netblocks, domains, asns, contact)
+            result = routing.add_constituency(session, name, netblocks, domains, asns, contact, queue, language,
+                                              encryption)
             session.commit()
             return result
 

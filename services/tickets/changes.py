@@ -741,7 +741,7 @@ def add_outgoing(session, rights: Rights | None, ticket: Ticket, mail: dict) -> 
 ENRICH = "enrich"
 # the fields enrichment fills (created on first use; an administrator may rename nothing here)
 ENRICH_FIELDS = {"IP addresses": "iprange", "Network": "text", "ASN": "text", "Abuse contact": "text",
-                 "Country": "text", "Constituency": "text"}
+                 "Country": "text", "Constituency": "text", "Constituency contact": "text"}
 IP_TYPES = ("ipv4", "ipv6", "cidr", "range")
 
 
@@ -788,6 +788,7 @@ def add_enrichment(session, article: Article, result: dict) -> dict:
         "Abuse contact": [n.get("abuse_contact") or "" for n in networks],
         "Country": [n.get("country") or "" for n in networks],
         "Constituency": [((result or {}).get("constituency") or {}).get("name") or ""],
+        "Constituency contact": [((result or {}).get("constituency") or {}).get("contact") or ""],
     }
     changed = {}
     for name, new in values.items():
@@ -814,11 +815,43 @@ def add_enrichment(session, article: Article, result: dict) -> dict:
               article_id=article.id)
     audit(session, ticket.id, ENRICH, "enriched", article_id=article.id, indicators=len(found),
           looked_up=len(networks), skipped=len((result or {}).get("skipped") or []))
+    routed = _route(session, ticket, article, (result or {}).get("constituency") or {})
+    if routed:
+        changed["queue"] = routed
     if changed:
         ticket.version = (ticket.version or 1) + 1
     emit(session, contracts.EV_INDICATOR_FOUND, ticket_id=ticket.id, article_id=article.id,
          indicators=found[:200], constituency=((result or {}).get("constituency") or {}).get("name"))
     return {"duplicate": False, "indicators": len(found), "changed": changed}
+
+
+def _route(session, ticket: Ticket, article: Article, constituency: dict) -> dict | None:
+    """A new ticket (its first article, still in its initial state) whose addresses fall
+    in a constituency with a queue moves to that queue — the most specific netblock won
+    in enrich. Later articles never move a ticket a person may already be working."""
+    target_name = constituency.get("queue")
+    if not target_name or target_name == ticket.queue.name:
+        return None
+    first = session.scalar(select(func.min(Article.id)).where(Article.ticket_id == ticket.id))
+    lc = lifecycle.for_queue(ticket.queue)
+    if first != article.id or ticket.state != lc.initial or ticket.owner_id is not None:
+        return None
+    target = session.scalars(select(Queue).where(Queue.name == target_name)).first()
+    if target is None:
+        audit(session, ticket.id, ENRICH, "routing_failed", constituency=constituency.get("name"),
+              queue=target_name, reason="no such queue")
+        return None
+    lc_new = lifecycle.for_queue(target)
+    old = ticket.queue.name
+    ticket.queue_id, ticket.queue = target.id, target
+    if ticket.state not in lc_new.category:
+        ticket.state = lc_new.initial
+    ticket.closed = lc_new.is_closed(ticket.state)
+    audit(session, ticket.id, ENRICH, "routed", field="queue", old=old, new=target.name,
+          constituency=constituency.get("name"), matched=constituency.get("matched"))
+    emit(session, contracts.EV_TICKET_UPDATED, ticket_id=ticket.id, actor=ENRICH,
+         changes={"queue": {"old": old, "new": target.name}})
+    return {"old": old, "new": target.name}
 
 
 def indicators(session, ticket_id: int) -> list[dict]:

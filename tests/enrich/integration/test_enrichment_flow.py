@@ -54,3 +54,20 @@ def test_constituencies_and_lookups_through_api_and_cli(stack, api, marker):
     out = stack.cli("enrich", "extract", "host 1.2.3[.]4 and evil[.]com")
     assert b"1.2.3.4" in out.stdout and b"evil.com" in out.stdout
     assert api.delete(f"/constituencies/c-{marker}").status_code == 200
+
+
+def test_a_report_about_a_constituency_netblock_lands_in_its_queue(stack, api, marker):
+    queue = f"campus-{marker}"
+    assert api.post("/queues", json={"name": queue}).status_code == 201
+    r = api.post("/constituencies", json={"name": f"campus {marker}", "contact": "noc@campus.example",
+                                         "netblocks": ["203.0.113.0/25"], "queue": queue})
+    assert r.status_code == 201 and r.json()["queue"] == queue
+    raw = make_mail(f"Bot {marker}", f"infected host 203.0.113.17 {marker}")
+    assert stack.mailgate(raw).returncode == 0
+    tid = wait_for(lambda: api.get("/search", params={"q": marker}).json()["results"], timeout=60,
+                   what="the ticket")[0]["id"]
+    ticket = wait_for(lambda: (t := api.get(f"/tickets/{tid}").json())["queue"] == queue and t, timeout=60,
+                      what="routing")
+    assert ticket["fields"]["Constituency"] == f"campus {marker}"
+    assert ticket["fields"]["Constituency contact"] == "noc@campus.example"
+    api.delete(f"/constituencies/campus {marker}")

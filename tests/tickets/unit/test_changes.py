@@ -457,3 +457,22 @@ def test_enrichment_lands_once_as_indicators_fields_and_history(session):
     assert [i["value"] for i in changes.indicators(session, t.id)] == ["evil.example", "10.0.0.1", "62.7.1.1"]
     assert [h["actor"] for h in changes.history(session, t) if h["action"] == "enriched"] == ["enrich"]
     assert [e["indicators"][0]["value"] for e in events(session, "indicator_found")] == ["62.7.1.1"]
+
+
+def test_a_new_ticket_is_routed_to_its_constituency_queue_once(session):
+    t = ticket_from_mail(session, 1)
+    article = session.scalars(select(Article).where(Article.ticket_id == t.id)).one()
+    result = {"indicators": [{"type": "ipv4", "value": "192.0.2.1", "class": "documentation"}], "networks": {},
+              "constituency": {"name": "campus", "contact": "noc@campus.example", "queue": "abuse",
+                               "matched": {"by": "netblock", "value": "192.0.2.0/24", "indicator": "192.0.2.1"}}}
+    out = changes.add_enrichment(session, article, result)
+    session.commit()
+    assert out["changed"]["queue"] == {"old": "general", "new": "abuse"} and t.queue.name == "abuse"
+    assert fields.values(session, t.id)["Constituency contact"] == "noc@campus.example"
+    assert [h["detail"]["constituency"] for h in changes.history(session, t) if h["action"] == "routed"] == ["campus"]
+    # a later article never moves a ticket again
+    second = records.add_mail(session, mail(2, ticket_hint=t.id))
+    later = session.get(Article, second["article_id"])
+    result["constituency"]["queue"] = "general"
+    assert "queue" not in changes.add_enrichment(session, later, result)["changed"]
+    assert t.queue.name == "abuse"
