@@ -83,8 +83,8 @@ _PATTERN_KEYS = {"sender", "system", "regex", "ignore_case"}
 
 
 def load_patterns(path: str | Path | None = None) -> tuple[Pattern, ...]:
-    """The per-sender patterns of the YAML file ``path`` (default:
-    EXTERNAL_REF_PATTERNS_FILE; empty: none)::
+    r"""The per-sender patterns of the YAML file ``path`` (default:
+    OSPREY_EXTERNAL_REF_PATTERNS; empty: none)::
 
         patterns:
           - sender: cert.example.de          # a domain (and its subdomains), an address, or "*"
