@@ -641,6 +641,11 @@ def cmd_queue_configure(args) -> int:
     return 0
 
 
+def cmd_user_email(args) -> int:
+    _print(_call(_rpc(), "tickets", "set_email", args.username, args.email), args.json)
+    return 0
+
+
 def cmd_user_role(args) -> int:
     _print(_call(_rpc(), "tickets", "set_role", args.username, args.role), args.json)
     return 0
@@ -714,6 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--no-password", action="store_true", help="no password (API tokens only)")
             sp.add_argument("--role", default="agent", choices=["customer", "agent", "admin"])
             sp.add_argument("--email", default="")
+    sp = add("email", cmd_user_email, "set a user's mail address (their signed mail's commands apply)", user)
+    sp.add_argument("username")
+    sp.add_argument("email")
     sp = add("role", cmd_user_role, "set a user's role (customer, agent, admin)", user)
     sp.add_argument("username")
     sp.add_argument("role", choices=["customer", "agent", "admin"])

@@ -60,7 +60,7 @@ async def create_user(request: Request):
 
 async def update_user(request: Request):
     """
-    summary: "Change a user's role, password or disabled flag: {role, password, disabled}."
+    summary: "Change a user's role, password, disabled flag or mail address: {role, password, disabled, email}."
     responses:
       200: {description: the user}
     """
@@ -74,8 +74,10 @@ async def update_user(request: Request):
         user = await _call(request, "set_password", name, b["password"], actor(request))
     if "disabled" in b:
         user = await _call(request, "set_disabled", name, bool(b["disabled"]), actor(request))
+    if "email" in b:
+        user = await _call(request, "set_email", name, b["email"], actor(request))
     if user is None:
-        raise ApiError(400, "give role, password or disabled")
+        raise ApiError(400, "give role, password, disabled or email")
     return JSONResponse(user)
 
 

@@ -678,6 +678,75 @@ def on_response(session, ticket: Ticket) -> None:
     ticket.next_response_due = None
 
 
+# --- commands by mail -----------------------------------------------------------------------
+import re as _re
+
+_COMMAND = _re.compile(r"^(status|owner|queue|outcome|priority|due|cf\.[^:]{1,100}):[ \t]*(.*?)[ \t]*$", _re.I)
+
+
+def parse_commands(text: str) -> list[tuple[str, str]]:
+    """The commands at the top of a mail's text (RT's CommandByMail): ``Name: value`` lines
+    up to the first line that is not one. Quoted or later lines never count."""
+    found = []
+    lines = (text or "").lstrip("\r\n").splitlines()
+    if lines and lines[0].strip() == "-----BEGIN PGP SIGNED MESSAGE-----":   # inline PGP shown as it came
+        lines = lines[1:]
+        while lines and lines[0].lower().startswith("hash:"):
+            lines = lines[1:]
+        while lines and not lines[0].strip():
+            lines = lines[1:]
+    for line in lines:
+        m = _COMMAND.match(line)
+        if not m:
+            break
+        found.append((m.group(1).lower() if not m.group(1).lower().startswith("cf.") else "cf." + m.group(1)[3:],
+                      m.group(2)))
+    return found
+
+
+def apply_mail_commands(session, ticket: Ticket, article: Article, mail: dict) -> dict | None:
+    """Apply the commands of a staff member's mail — only when crypto verified the mail's
+    signature as covering everything shown and made by the sender, the sender is an
+    active staff user (their e-mail), and they hold the rights. Otherwise nothing is
+    applied and the article says why (the lines stay plain text)."""
+    commands = parse_commands(article.body_text)
+    if not commands:
+        return None
+    security = mail.get("security") or {}
+    sender = (mail.get("sender_address") or "").lower()
+    user = session.scalars(select(User).where(func.lower(User.email) == sender, User.disabled.is_(False))
+                           ).first() if sender else None
+    outcome: dict = {"commands": [f"{k}: {v}" for k, v in commands], "applied": False}
+    if security.get("verdict") != "verified":
+        outcome["reason"] = f"the signature is not verified ({security.get('verdict') or 'not signed'})"
+    elif user is None or user.role not in ("agent", "admin"):
+        outcome["reason"] = f"{sender or 'the sender'} is not a staff member's address"
+    else:
+        changes_: dict = {"fields": {}}
+        for name, value in commands:
+            if name.startswith("cf."):
+                changes_["fields"][name[3:]] = value
+            elif name == "status":
+                changes_["state"] = value.lower()
+            elif name == "owner":
+                changes_["owner"] = "" if value.lower() in ("nobody", "") else value
+            else:
+                changes_[name] = value
+        if not changes_["fields"]:
+            del changes_["fields"]
+        try:
+            with session.begin_nested():
+                done = update_ticket(session, Rights(session, user), ticket, changes_)
+            outcome.update(applied=True, by=user.username, changed=done)
+        except (BadRequest, Forbidden, Conflict, NotFound) as exc:
+            outcome["reason"] = f"{type(exc).__name__}: {exc}"
+    article.auto = {**(article.auto or {}), "commands": outcome}
+    audit(session, ticket.id, outcome.get("by") or SYSTEM,
+          "mail_commands_applied" if outcome["applied"] else "mail_commands_ignored",
+          article_id=article.id, **{k: v for k, v in outcome.items() if k not in ("applied", "by")})
+    return outcome
+
+
 # --- mail out: what notify sent -----------------------------------------------------------
 OUTGOING_ACTIONS = {"reply": "reply", "forward": "forward", "notification": "comment", "bulk": "reply"}
 

@@ -162,6 +162,7 @@ def add_mail(session, mail: dict) -> dict:
     if not created:
         from . import changes
         changes.on_incoming(session, ticket, article, mail)
+        changes.apply_mail_commands(session, ticket, article, mail)
     audit(session, ticket.id, SYSTEM, "article_added", article_id=article.id, intake_id=mail["intake_id"],
           **({"threaded_by": rule[1]} if rule else {}))
     if created:
@@ -201,7 +202,13 @@ def accepts_followup(session, ticket: Ticket, rule: tuple[str, str], mail: dict)
     if (mail.get("auto") or {}).get("bounce"):
         return True
     sender = (mail.get("sender_address") or "").lower()
-    return bool(sender) and sender in correspondents(session, ticket)
+    if not sender:
+        return False
+    if sender in correspondents(session, ticket):
+        return True
+    from .models import User     # staff write to any ticket (their own commands are checked apart)
+    return session.scalars(select(User.id).where(func.lower(User.email) == sender, User.disabled.is_(False),
+                                                 User.role.in_(("agent", "admin")))).first() is not None
 
 
 def remember_external_refs(session, ticket: Ticket, mail: dict) -> None:

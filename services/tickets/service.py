@@ -586,6 +586,20 @@ class TicketsService:
             return accounts.user_dict(user)
 
     @api
+    def set_email(self, username, email, actor=None):
+        """A staff member's mail address: their signed mail's commands apply (docs/intake.md)."""
+        with self.db.get_session() as session:
+            user = accounts.get_user(session, username)
+            email = str(email or "").strip().lower()
+            if email and ("@" not in email or any(c.isspace() for c in email) or len(email) > 320):
+                raise BadRequest(f"not a mail address: {email!r}")
+            old, user.email = user.email, email
+            records.audit(session, None, actor or records.SYSTEM, "user_email_set", username=username, old=old,
+                          new=email)
+            session.commit()
+            return accounts.user_dict(user)
+
+    @api
     def set_role(self, username, role, actor=None):
         with self.db.get_session() as session:
             user = accounts.get_user(session, username)

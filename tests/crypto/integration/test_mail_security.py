@@ -124,3 +124,34 @@ def test_the_ticket_page_shows_the_status_and_green_only_for_verified(stack, api
         page = web.get(f"/tickets/{article['ticket_id']}").text
     assert "security-unverified" in page and "signature not verified" in page
     assert "security-verified" not in page and "signature: unknown-key" in page
+
+
+def test_commands_by_mail_apply_only_from_a_verified_staff_member(stack, api, marker):
+    staff = f"staff-{marker}@csirt.example"
+    password = "pw-" + marker
+    assert api.post("/users", json={"username": f"s-{marker}", "password": password, "role": "agent",
+                                    "email": staff}).status_code == 201
+    r = api.post("/tickets", json={"queue": "general", "subject": f"cmd {marker}", "text": f"start {marker}"})
+    tid = r.json()["id"]
+    with tempfile.TemporaryDirectory(prefix="g", dir="/tmp") as home:
+        gpg = Gpg(home)
+        gpg.run("--quick-gen-key", staff, "ed25519", "sign", "1y")
+        fp = api.post("/keys", content=gpg.run("--armor", "--export", staff)).json()[0]["fingerprint"]
+        api.patch(f"/keys/{fp}", json={"trusted": True})
+        good = clearsigned_mail(gpg, staff, f"Re: [Osprey #{tid}] cmd {marker}",
+                                f"Status: open\nPriority: 77\n\nhandled, {marker}-ok\n")
+        gpg.kill()
+    assert stack.mailgate(good).returncode == 0
+    ticket = wait_for(lambda: (t := api.get(f"/tickets/{tid}").json())["priority"] == 77 and t, timeout=60,
+                      what="the commands applied")
+    assert ticket["state"] == "open"
+    # the same commands unsigned: shown as text, flagged, nothing changes
+    forged = EmailMessage()
+    forged["From"], forged["To"] = staff, "csirt@example.org"
+    forged["Subject"] = f"Re: [Osprey #{tid}] cmd {marker}"
+    forged.set_content(f"Status: resolved\nOutcome: solved\n\nforged {marker}-forged\n")
+    assert stack.mailgate(forged.as_bytes()).returncode == 0
+    article = wait_for(lambda: [a for a in api.get(f"/tickets/{tid}/articles").json()
+                                if f"{marker}-forged" in a["body_text"]], timeout=60, what="the forged mail")[0]
+    assert article["auto"]["commands"]["applied"] is False
+    assert api.get(f"/tickets/{tid}").json()["state"] == "open"

@@ -476,3 +476,68 @@ def test_a_new_ticket_is_routed_to_its_constituency_queue_once(session):
     result["constituency"]["queue"] = "general"
     assert "queue" not in changes.add_enrichment(session, later, result)["changed"]
     assert t.queue.name == "abuse"
+
+
+# --- commands by mail ----------------------------------------------------------------------
+VERIFIED = {"verdict": "verified", "signature": "good", "covers_all": True, "signer_matches_from": True}
+
+
+def staff_mail(n, ticket, body, security=VERIFIED, sender="alice@csirt.example"):
+    return mail(n, ticket_hint=ticket.id, sender=sender, sender_address=sender, body_text=body, security=security)
+
+
+@pytest.fixture
+def staff(session):
+    for name in ("alice", "bob"):
+        accounts.get_user(session, name).email = f"{name}@csirt.example"
+    fields.create(session, "Classification", "select", ["spam", "scan"])
+    session.commit()
+
+
+def test_parse_commands_reads_only_the_leading_lines():
+    assert changes.parse_commands("Status: resolved\nOutcome: solved\nCF.Classification: spam\n\nthanks\nOwner: x") \
+        == [("status", "resolved"), ("outcome", "solved"), ("cf.Classification", "spam")]
+    assert changes.parse_commands("Hello\nStatus: resolved") == []
+    assert changes.parse_commands("> Status: resolved") == []
+
+
+@pytest.mark.parametrize("body, check", [
+    ("Status: open", lambda t, f: t.state == "open"),
+    ("Status: resolved\nOutcome: solved", lambda t, f: (t.state, t.outcome) == ("resolved", "solved")),
+    ("Owner: bob", lambda t, f: t.owner.username == "bob"),
+    ("Queue: abuse", lambda t, f: t.queue.name == "abuse"),
+    ("Priority: 90", lambda t, f: t.priority == 90),
+    ("CF.Classification: spam", lambda t, f: f == {"Classification": "spam"}),
+])
+def test_each_command_applies_from_a_verified_staff_mail(session, staff, body, check):
+    t = ticket_from_mail(session, 1)
+    records.add_mail(session, staff_mail(2, t, body + "\n\nDone, see above."))
+    session.commit()
+    assert check(t, fields.values(session, t.id))
+    assert "mail_commands_applied" in actions(session, t)
+
+
+@pytest.mark.parametrize("security, sender, reason", [
+    ({"verdict": "unverified", "signature": "unknown-key"}, "alice@csirt.example", "signature is not verified"),
+    ({"verdict": "signed-partially", "signature": "good"}, "alice@csirt.example", "signed-partially"),
+    (None, "alice@csirt.example", "not signed"),
+    (VERIFIED, "mallory@evil.example", "not a staff member"),
+])
+def test_commands_are_ignored_and_flagged_unless_verified_and_from_staff(session, staff, security, sender, reason):
+    t = ticket_from_mail(session, 1)
+    changes.set_people(session, who(session, "root"), t, "cc", add=[sender])     # a known correspondent
+    result = records.add_mail(session, staff_mail(2, t, "Status: resolved\nOutcome: solved", security, sender))
+    session.commit()
+    article = session.get(Article, result["article_id"])
+    assert t.state == "new" and article.auto["commands"]["applied"] is False
+    assert reason in article.auto["commands"]["reason"]
+    assert "mail_commands_ignored" in actions(session, t)
+
+
+def test_a_command_the_staff_member_has_no_right_for_is_refused_whole(session, staff):
+    t = ticket_from_mail(session, 1)
+    result = records.add_mail(session, staff_mail(2, t, "Priority: 80\nStatus: resolved"))   # no outcome
+    session.commit()
+    article = session.get(Article, result["article_id"])
+    assert article.auto["commands"]["applied"] is False and "needs an outcome" in article.auto["commands"]["reason"]
+    assert (t.priority, t.state) == (50, "new")                          # all or nothing
