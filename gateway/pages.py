@@ -132,6 +132,16 @@ def describe(entry: dict) -> str:
     if action == "sla_breached":
         return (f"SLA {str(d.get('target', '')).replace('_', ' ')} breached (due {when(d.get('due'))}); "
                 f"priority {d.get('old_priority')} → {d.get('new_priority')}")
+    if action == "recipient_failed":
+        return f"mail to {d.get('address')} bounced ({d.get('status') or 'failed'})"
+    if action in ("mail_commands_applied", "mail_commands_ignored"):
+        verb = "applied" if action == "mail_commands_applied" else "ignored"
+        return f"commands by mail {verb}: {'; '.join(d.get('commands') or [])}" + (
+            f" ({d['reason']})" if d.get("reason") else "")
+    if action == "routed":
+        return f"routed to queue {d.get('new')} (constituency {d.get('constituency')})"
+    if action == "enriched":
+        return f"enriched: {d.get('indicators')} indicator(s), {d.get('looked_up')} lookup(s)"
     if action == "external_ref_added":
         return f"their number {d.get('system')} {d.get('ref')} ({d.get('sender_domain')})"
     if action == "followup_from_unknown_sender":

@@ -48,7 +48,34 @@ def classify(msg: Message) -> dict:
         bounce = True
         reasons.append("delivery status notification")
         bounce_of = _original_message_id(msg)
-    return {"automatic": bool(reasons), "reasons": reasons, "bounce": bounce, "bounce_of": bounce_of}
+    out = {"automatic": bool(reasons), "reasons": reasons, "bounce": bounce, "bounce_of": bounce_of}
+    if bounce:
+        out["failed_recipients"] = _failed_recipients(msg)
+    return out
+
+
+def _failed_recipients(report: Message) -> list[dict]:
+    """The recipients a delivery status notification reports as failed (RFC 3464: the
+    per-recipient fields of its message/delivery-status part, Action: failed)."""
+    failed = []
+    for part in report.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        try:
+            blocks = part.get_payload()
+            if isinstance(blocks, str):     # some MTAs send it unparsed: split it into field blocks
+                blocks = [BytesHeaderParser().parsebytes(b.encode("utf-8", "replace"))
+                          for b in blocks.replace("\r\n", "\n").split("\n\n") if b.strip()]
+            for block in blocks if isinstance(blocks, list) else []:
+                action = _get(block, "Action").lower()
+                recipient = _get(block, "Final-Recipient") or _get(block, "Original-Recipient")
+                if action == "failed" and recipient:
+                    address = recipient.split(";", 1)[-1].strip().strip("<>")
+                    failed.append({"address": address[:320], "status": _get(block, "Status")[:20],
+                                   "diagnostic": _get(block, "Diagnostic-Code")[:500]})
+        except Exception:
+            continue
+    return failed[:100]
 
 
 def _original_message_id(report: Message) -> str | None:

@@ -647,6 +647,31 @@ def previous_incidents(session, rights: Rights, ticket: Ticket, limit: int = 50)
 
 
 # --- mail in: what a new article does to its ticket ----------------------------------
+def on_bounce(session, ticket: Ticket, article: Article, mail: dict) -> list[str]:
+    """A delivery status notification for mail of this ticket: each failed recipient is
+    recorded (history, the ticket's ``failed_recipients``) so staff see who never got it."""
+    auto = mail.get("auto") or {}
+    if not auto.get("bounce"):
+        return []
+    marked = []
+    for failed in auto.get("failed_recipients") or []:
+        address = str(failed.get("address") or "").lower()
+        if not address:
+            continue
+        audit(session, ticket.id, SYSTEM, "recipient_failed", address=address, status=failed.get("status"),
+              diagnostic=failed.get("diagnostic"), article_id=article.id, bounce_of=auto.get("bounce_of"))
+        marked.append(address)
+    return marked
+
+
+def failed_recipients(session, ticket_id: int) -> list[dict]:
+    rows = session.scalars(select(AuditEntry).where(AuditEntry.ticket_id == ticket_id,
+                                                    AuditEntry.action == "recipient_failed").order_by(AuditEntry.id))
+    return [{"address": r.detail.get("address"), "status": r.detail.get("status"),
+             "diagnostic": r.detail.get("diagnostic"), "article_id": r.detail.get("article_id"),
+             "when": iso(r.created)} for r in rows]
+
+
 def on_incoming(session, ticket: Ticket, article: Article, mail: dict) -> None:
     """A correspondent wrote: a stalled or closed ticket comes back; the next-response
     clock starts; a reminder waiting for this sender is done."""

@@ -163,6 +163,8 @@ def add_mail(session, mail: dict) -> dict:
         from . import changes
         changes.on_incoming(session, ticket, article, mail)
         changes.apply_mail_commands(session, ticket, article, mail)
+    from . import changes as _changes
+    _changes.on_bounce(session, ticket, article, mail)
     audit(session, ticket.id, SYSTEM, "article_added", article_id=article.id, intake_id=mail["intake_id"],
           **({"threaded_by": rule[1]} if rule else {}))
     if created:

@@ -126,6 +126,7 @@ class TicketsService:
             out["history"] = changes.history(session, ticket)
             out["people"] = changes.people(session, ticket.id)
             out["indicators"] = changes.indicators(session, ticket.id)
+            out["failed_recipients"] = changes.failed_recipients(session, ticket.id)
             out["fields"] = fields.values(session, ticket.id)
             out["rights"] = rights.on(ticket.queue_id)
             lc = lifecycle.for_queue(ticket.queue)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import re
+
+import httpx
 
 from tests.helpers import make_mail, wait_for
 
@@ -91,6 +94,16 @@ def test_automatic_mail_is_recorded_and_a_bounce_joins_the_bounced_mails_ticket(
     assert articles[-1]["auto"]["bounce"] is True
     assert articles[-1]["auto"]["bounce_of"] == f"<notice-{marker}@csirt.example>"
     assert "mailer daemon" in articles[-1]["auto"]["reasons"]
+    assert articles[-1]["auto"]["failed_recipients"] == [{"address": "owner@net.example", "status": "5.1.1",
+                                                          "diagnostic": ""}]
+    failed = api.get(f"/tickets/{original['ticket_id']}").json()["failed_recipients"]
+    assert [(f["address"], f["status"], f["article_id"]) for f in failed] == [
+        ("owner@net.example", "5.1.1", articles[-1]["id"])]
+    with httpx.Client(base_url=stack.url, follow_redirects=True, timeout=30) as web:
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', web.get("/login").text).group(1)
+        web.post("/login", data={"username": "admin", "password": stack.admin_password, "csrf_token": csrf})
+        page = web.get(f"/tickets/{original['ticket_id']}").text
+    assert 'id="failed-h"' in page and "owner@net.example" in page and "mail to owner@net.example bounced" in page
 
 
 def test_a_stranger_naming_a_ticket_gets_a_new_linked_ticket(stack, api, marker):
