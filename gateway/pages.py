@@ -714,7 +714,7 @@ async def attachment(request: Request):
 # --- administration -----------------------------------------------------------------------------
 ADMIN_SECTIONS = (("users", "Users"), ("groups", "Groups"), ("rights", "Rights"), ("queues", "Queues"),
                   ("lifecycles", "Lifecycles"), ("outcomes", "Outcomes"), ("fields", "Custom fields"),
-                  ("slas", "SLAs"))
+                  ("slas", "SLAs"), ("keys", "Keys"), ("constituencies", "Constituencies"))
 
 
 def _require_admin(request: Request) -> None:
@@ -933,6 +933,60 @@ async def admin_lifecycle_save(request: Request):
         return await admin_lifecycles(request, editing, message, 400)
     flash(request, "ok", f"Lifecycle {name} saved.")
     return back("/admin/lifecycles")
+
+
+async def admin_keys(request: Request):
+    _require_admin(request)
+    keys = await request.app.state.rpc.call("crypto", "list_keys")
+    return admin_render(request, "keys", keys=keys)
+
+
+@admin_form("keys")
+async def admin_key_import(request, form):
+    upload = form.get("file")
+    data = (await upload.read()) if upload is not None and hasattr(upload, "read") else b""
+    data = data or str(form.get("armored") or "").encode()
+    if not data.strip():
+        return "Nothing to import: paste an armored key or choose a file."
+    from osprey import contracts
+    records = await request.app.state.rpc.call("crypto", "import_key", contracts.b64(data), form.get("trusted") == "1",
+                                               str(form.get("queue") or "") or None,
+                                               str(form.get("passphrase_env") or "") or None)
+    return "Imported " + ", ".join(f"{r['kind']} {r.get('fingerprint', '')}" for r in records) + "."
+
+
+@admin_form("keys")
+async def admin_key_change(request, form):
+    fp = str(form.get("fingerprint") or "")
+    if form.get("action") == "delete":
+        await request.app.state.rpc.call("crypto", "delete_key", fp)
+        return f"Key {fp} deleted."
+    trusted = form.get("action") == "trust"
+    await request.app.state.rpc.call("crypto", "set_trust", fp, trusted)
+    return f"Key {fp} {'trusted' if trusted else 'no longer trusted'}."
+
+
+async def admin_constituencies(request: Request):
+    _require_admin(request)
+    rows = await request.app.state.rpc.call("enrich", "list_constituencies")
+    return admin_render(request, "constituencies", constituencies=rows, queues=sorted((await _queue_names(request)).values()))
+
+
+@admin_form("constituencies")
+async def admin_constituency_save(request, form):
+    if form.get("action") == "delete":
+        await request.app.state.rpc.call("enrich", "delete_constituency", str(form.get("name") or ""))
+        return f"Constituency {form.get('name')} deleted."
+    lines = lambda key: [x.strip() for x in str(form.get(key) or "").replace(",", "\n").splitlines() if x.strip()]
+    try:
+        asns = [int(a.upper().removeprefix("AS")) for a in lines("asns")]
+    except ValueError:
+        return "An ASN is a number (AS64500 or 64500)."
+    c = await request.app.state.rpc.call("enrich", "add_constituency", str(form.get("name") or ""), lines("netblocks"),
+                                         lines("domains"), asns, str(form.get("contact") or ""),
+                                         str(form.get("queue") or "") or None, str(form.get("language") or ""),
+                                         str(form.get("encryption") or ""))
+    return f"Constituency {c['name']} added."
 
 
 async def admin_outcomes(request: Request):
