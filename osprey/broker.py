@@ -25,12 +25,34 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (all bound at once while choosing, so no two
-    are the same; another process may still take one before it is used)."""
-    sockets = []
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(n):
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (all bound at once while choosing, so no two are
+    the same). They are drawn below the kernel's ephemeral range: a port from bind(0)
+    lies inside it, where any outgoing connection (dozens, with a broker and services
+    starting) may take it before the listener binds it."""
+    import random
+    low, _high = _ephemeral_range()
+    sockets: list[socket.socket] = []
+    try:
+        tries = 0
+        while len(sockets) < n and tries < 200 and low > 11000:
+            tries += 1
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", random.randrange(10000, low)))
+            except OSError:
+                s.close()
+                continue
+            sockets.append(s)
+        while len(sockets) < n:           # no room below the range: the kernel's choice
             s = socket.socket()
             s.bind(("127.0.0.1", 0))
             sockets.append(s)
