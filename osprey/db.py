@@ -23,6 +23,24 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 
+def _wal(cur) -> None:
+    """WAL is a property of the file: set it once. Switching needs a lock SQLite does not
+    wait for (its busy handler is skipped), so a replica connecting while another one
+    migrates gets "database is locked" at once: read first, retry a while."""
+    import sqlite3
+    import time
+    for attempt in range(100):
+        if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+            return
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if attempt == 99:
+                raise
+            time.sleep(0.1)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -30,10 +48,10 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # pragma: no cover - exercised by every test
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            _wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
         return engine
@@ -91,8 +109,24 @@ def _migrate_sqlite(engine: Engine, cfg) -> None:
     """SQLite changes a constraint by copying the table (Alembic's batch mode), and a
     copy cannot drop the old table while foreign keys are enforced: switch them off
     for the migration (outside its transaction, as SQLite requires), then check them."""
+    import contextlib
+    import fcntl
+
     from alembic import command
 
+    # Several processes may start on one SQLite file (replicas, `osprey run`): Python's sqlite3
+    # runs DDL outside a transaction, so two migrations at once would both create the same
+    # tables. One migrates while the others wait on a lock file beside the database.
+    database = engine.url.database
+    lock = open(f"{database}.migrate-lock", "a") if database and database != ":memory:" else None
+    with contextlib.ExitStack() as stack:
+        if lock is not None:
+            stack.callback(lock.close)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        _migrate_sqlite_locked(engine, cfg, command)
+
+
+def _migrate_sqlite_locked(engine: Engine, cfg, command) -> None:
     with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
         conn.commit()   # ends SQLAlchemy's autobegun transaction; the PRAGMA ran outside any

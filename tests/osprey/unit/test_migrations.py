@@ -44,3 +44,15 @@ def test_tickets_upgrade_keeps_existing_rows(tmp_path):
     migrate(engine, tickets_models.MIGRATIONS)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id, ticket_id, auto, content_hash FROM article")).all() == [(1, 1, "{}", None)]
+
+
+def test_several_processes_migrating_one_sqlite_file_at_once(tmp_path):
+    """Replicas start together on one SQLite file (a crypto replica once died there on
+    "database is locked" while the other migrated): all of them come up."""
+    import subprocess
+    import sys
+    script = ("import sys; from osprey.db import make_engine, migrate; from services.tickets.models import MIGRATIONS;"
+              f"migrate(make_engine('sqlite:///{tmp_path}/t.db'), MIGRATIONS)")
+    procs = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE) for _ in range(3)]
+    results = [(p.wait(timeout=120), p.stderr.read().decode()) for p in procs]
+    assert [rc for rc, _ in results] == [0, 0, 0], [err[-500:] for _, err in results]
