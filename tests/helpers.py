@@ -20,3 +20,24 @@ def make_mail(subject: str, body: str, sender: str = "Reporter <reporter@example
     return (f"From: {sender}\r\nTo: abuse@csirt.example\r\nSubject: {subject}\r\n"
             f"Date: Wed, 25 Nov 2026 10:00:00 +0000\r\nMessage-ID: {mid}\r\n{extra_headers}"
             f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n").encode()
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token a page's forms carry."""
+    import re
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def web_session(stack, username: str = "admin", password: str | None = None):
+    """An httpx client logged in to the web UI (a context manager)."""
+    import contextlib
+
+    import httpx
+
+    @contextlib.contextmanager
+    def session():
+        with httpx.Client(base_url=stack.url, follow_redirects=True, timeout=30) as web:
+            web.post("/login", data={"username": username, "password": password or stack.admin_password,
+                                     "csrf_token": csrf_of(web.get("/login").text)})
+            yield web
+    return session()

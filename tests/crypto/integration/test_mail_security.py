@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 import httpx
 
-from tests.helpers import wait_for
+from tests.helpers import wait_for, web_session
 
 
 class Gpg:
@@ -109,7 +109,6 @@ def test_encrypted_mail_is_decrypted_and_its_original_kept(stack, api, token, ma
 
 
 def test_the_ticket_page_shows_the_status_and_green_only_for_verified(stack, api, marker):
-    import re
     sender = f"page-{marker}@example.net"
     with tempfile.TemporaryDirectory(prefix="g", dir="/tmp") as home:
         gpg = Gpg(home)
@@ -118,9 +117,7 @@ def test_the_ticket_page_shows_the_status_and_green_only_for_verified(stack, api
         gpg.kill()
     assert stack.mailgate(raw).returncode == 0
     article = article_of(api, marker)
-    with httpx.Client(base_url=stack.url, follow_redirects=True, timeout=30) as web:
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', web.get("/login").text).group(1)
-        web.post("/login", data={"username": "admin", "password": stack.admin_password, "csrf_token": csrf})
+    with web_session(stack) as web:
         page = web.get(f"/tickets/{article['ticket_id']}").text
     assert "security-unverified" in page and "signature not verified" in page
     assert "security-verified" not in page and "signature: unknown-key" in page

@@ -2,7 +2,7 @@
 against the running system (lookups off in the test stack: no outside requests)."""
 from __future__ import annotations
 
-from tests.helpers import make_mail, wait_for
+from tests.helpers import make_mail, wait_for, web_session
 
 
 def test_indicators_of_a_mail_land_on_its_ticket(stack, api, marker):
@@ -27,17 +27,12 @@ def test_indicators_of_a_mail_land_on_its_ticket(stack, api, marker):
 
 
 def test_the_ticket_page_lists_the_indicators(stack, api, marker):
-    import httpx
     raw = make_mail(f"Phish {marker}", f"phishing at hxxps://bad[.]example/login from 9.9.9.9 {marker}")
     assert stack.mailgate(raw).returncode == 0
     found = wait_for(lambda: api.get("/search", params={"q": marker}).json()["results"], timeout=60, what="ticket")
     tid = found[0]["id"]
     wait_for(lambda: api.get(f"/tickets/{tid}").json()["indicators"], timeout=60, what="indicators")
-    with httpx.Client(base_url=stack.url, follow_redirects=True, timeout=30) as web:
-        login = web.get("/login")
-        import re
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
-        web.post("/login", data={"username": "admin", "password": stack.admin_password, "csrf_token": csrf})
+    with web_session(stack) as web:
         page = web.get(f"/tickets/{tid}").text
     assert "https://bad.example/login" in page and "9.9.9.9" in page and 'id="indicators-h"' in page
 

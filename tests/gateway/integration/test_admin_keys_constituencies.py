@@ -1,30 +1,16 @@
 """The keys and constituencies admin pages against the running system (forms with CSRF)."""
 from __future__ import annotations
 
-import contextlib
-import re
-
 import httpx
 
 from tests.crypto.integration.test_keys_api import make_public_key
-
-
-@contextlib.contextmanager
-def admin_web(stack):
-    with httpx.Client(base_url=stack.url, follow_redirects=True, timeout=30) as web:
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', web.get("/login").text).group(1)
-        web.post("/login", data={"username": "admin", "password": stack.admin_password, "csrf_token": csrf})
-        yield web
-
-
-def csrf_of(page: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+from tests.helpers import csrf_of, web_session
 
 
 def test_import_trust_and_delete_a_key_on_the_admin_page(stack, api, marker):
     address = f"page-key-{marker}@example.net"
     armored = make_public_key(address)
-    with admin_web(stack) as web:
+    with web_session(stack) as web:
         page = web.get("/admin/keys").text
         r = web.post("/admin/keys", data={"csrf_token": csrf_of(page)}, files={"file": ("k.asc", armored)})
         assert r.status_code == 200 and address in r.text and "Imported openpgp" in r.text
@@ -39,7 +25,7 @@ def test_import_trust_and_delete_a_key_on_the_admin_page(stack, api, marker):
 
 def test_add_a_routing_constituency_on_the_admin_page(stack, api, marker):
     name = f"page-c-{marker}"
-    with admin_web(stack) as web:
+    with web_session(stack) as web:
         page = web.get("/admin/constituencies").text
         r = web.post("/admin/constituencies", data={
             "csrf_token": csrf_of(page), "name": name, "contact": "noc@page.example",
@@ -54,8 +40,6 @@ def test_add_a_routing_constituency_on_the_admin_page(stack, api, marker):
 def test_the_admin_pages_are_for_administrators(stack, api, marker):
     password = "pw-" + marker
     api.post("/users", json={"username": f"nk-{marker}", "password": password, "role": "agent"})
-    with httpx.Client(base_url=stack.url, follow_redirects=True, timeout=30) as web:
-        csrf = csrf_of(web.get("/login").text)
-        web.post("/login", data={"username": f"nk-{marker}", "password": password, "csrf_token": csrf})
+    with web_session(stack, f"nk-{marker}", password) as web:
         assert web.get("/admin/keys").status_code == 403
         assert web.get("/admin/constituencies").status_code == 403

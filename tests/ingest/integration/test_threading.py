@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import hashlib
-import re
 
-import httpx
-
-from tests.helpers import make_mail, wait_for
+from tests.helpers import make_mail, wait_for, web_session
 
 
 def deliver(stack, api, raw, *args) -> dict:
@@ -99,9 +96,7 @@ def test_automatic_mail_is_recorded_and_a_bounce_joins_the_bounced_mails_ticket(
     failed = api.get(f"/tickets/{original['ticket_id']}").json()["failed_recipients"]
     assert [(f["address"], f["status"], f["article_id"]) for f in failed] == [
         ("owner@net.example", "5.1.1", articles[-1]["id"])]
-    with httpx.Client(base_url=stack.url, follow_redirects=True, timeout=30) as web:
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', web.get("/login").text).group(1)
-        web.post("/login", data={"username": "admin", "password": stack.admin_password, "csrf_token": csrf})
+    with web_session(stack) as web:
         page = web.get(f"/tickets/{original['ticket_id']}").text
     assert 'id="failed-h"' in page and "owner@net.example" in page and "mail to owner@net.example bounced" in page
 

@@ -329,8 +329,7 @@ def test_signed_by_the_queue_policy_through_crypto(mail_stack, mapi, smtp, marke
     from osprey.rpc import Rpc
 
     from ..unit.test_compose import verify_pgp_mime
-    if shutil.which("gpg") is None:
-        pytest.skip("no gpg")
+    assert shutil.which("gpg"), "gpg is missing: scripts/bootstrap.sh installs gnupg"
     queue = "signq"
     assert mapi.post("/queues", json={"name": queue}).status_code in (201, 409)
     r = mapi.put(f"/queues/{queue}/mail", json={"sign": True})
